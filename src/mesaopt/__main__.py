@@ -1,0 +1,5 @@
+"""``python -m mesaopt`` runs the CLI."""
+
+from mesaopt.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""The ``mesaopt`` command line: a thin typer shell over the Python API.
+
+Bad input (unknown experiment, bad --set key or value, unreadable YAML, missing folder, ...) prints one
+line ``error: ...`` on stderr and exits with code 2; training divergence exits with code 3.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from mesaopt.config import format_validation_error, parse_assignments
+from mesaopt.errors import MesaoptError, TrainingDiverged
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="mesaopt: which algorithm is this transformer running in context?")
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    """A rich table of metric name -> value."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    return table
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List the experiments with a one-line description."""
+    from mesaopt import experiments
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("experiment")
+    table.add_column("what it reproduces")
+    for name in experiments.names():
+        table.add_row(name, experiments.get(name).description)
+    Console().print(table)
+
+
+@app.command("run")
+def run_cmd(
+    name: str = typer.Argument(..., help="experiment name (see `mesaopt list`)"),
+    config: Path | None = typer.Option(None, "-c", "--config", help="YAML file of config fields"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a field: key=value (repeatable)"),
+    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/NAME-<timestamp>)"),
+    quick: bool = typer.Option(False, "--quick", help="shrink to a ~30 s smoke run"),
+    json_: bool = typer.Option(False, "--json", help="print results.json to stdout and nothing else"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+) -> None:
+    """Run an experiment and write results.json, figures and checkpoints to its run folder."""
+    from mesaopt import experiments
+
+    overrides = parse_assignments(set_)
+    res = experiments.run(name, overrides=overrides, out=out, quick=quick, config_path=config,
+                          resume=resume, progress=not json_)
+    if json_:
+        sys.stdout.write(res.to_json() + "\n")
+    else:
+        console = Console()
+        console.print(metrics_table(f"{name}  (wall {res.wall_s:.1f} s)", res.metrics))
+        console.print(f"results: {res.out / 'results.json'}")
+
+
+def _fail(msg: str, code: int) -> None:
+    line = " ".join(str(msg).split())
+    err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the typer app, turning user errors into one line and an exit code."""
+    try:
+        app(args=argv, prog_name="mesaopt", standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except typer.TyperException as e:  # typer's (vendored click) usage errors
+        if type(e).__name__ == "NoArgsIsHelpError":  # help was already printed
+            sys.exit(0)
+        fmt = getattr(e, "format_message", None)
+        _fail(fmt() if callable(fmt) else str(e), EXIT_BAD_INPUT)
+    except TrainingDiverged as e:
+        _fail(str(e), EXIT_DIVERGED)
+    except MesaoptError as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    except ValidationError as e:
+        _fail(format_validation_error(e), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        _fail("interrupted; finished checkpoints are kept (continue with --resume)", 130)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

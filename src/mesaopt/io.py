@@ -1,0 +1,137 @@
+"""Atomic writes (temp file + rename), the results.json contract and safe YAML loading."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mesaopt.errors import CheckpointError, ConfigError
+
+RESULTS_FILE = "results.json"
+RESULTS_KEYS = ("experiment", "version", "seed", "config", "metrics", "wall_s", "artifacts")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, set | tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN/inf floats with None so the file stays strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Serialise ``obj`` to strict JSON (numpy/torch scalars converted, NaN/inf become null)."""
+    return json.dumps(_finite_or_none(json.loads(json.dumps(obj, default=_json_default))), indent=indent)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as strict JSON to ``path`` atomically."""
+    return atomic_write_text(path, to_json(obj) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line to ``path`` (used for metrics.jsonl training curves)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(to_json(record, indent=None) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines file; a truncated last line (killed writer) is ignored."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Load a YAML mapping with ``yaml.safe_load``; raise ConfigError naming the file on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist or is not a file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"config file '{p}' is not valid YAML: {first}") from None
+    except OSError as e:
+        raise ConfigError(f"config file '{p}' cannot be read: {e.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def read_results(out: str | os.PathLike) -> dict:
+    """Read and check ``out/results.json``; raise CheckpointError if it is missing or incomplete."""
+    p = Path(out) / RESULTS_FILE
+    if not p.is_file():
+        raise CheckpointError(f"no {RESULTS_FILE} in '{out}'")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"'{p}' is not valid JSON") from None
+    missing = [k for k in RESULTS_KEYS if k not in data]
+    if missing:
+        raise CheckpointError(f"'{p}' lacks keys {missing}")
+    return data
+
+
+def results_complete(out: str | os.PathLike) -> bool:
+    """True if ``out/results.json`` exists and has every key of the results contract."""
+    try:
+        read_results(out)
+    except CheckpointError:
+        return False
+    return True
