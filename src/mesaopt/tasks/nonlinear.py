@@ -1,0 +1,95 @@
+"""Nonlinear in-context regression (Garg et al. 2022): 2-layer ReLU networks and depth-d decision trees.
+
+Conventions follow Garg et al. (arXiv 2208.01066, github.com/dtsip/in-context-learning):
+
+- ``ReLUNet2``: y = sqrt(2/h) * sum_j W2_j relu(W1_j^T x) with every entry of W1 (d, h) and W2 (h,)
+  drawn N(0, 1) (h = 100 hidden units). We store the *effective* second layer
+  ``w2 = sqrt(2/h) * W2`` (i.e. W2 ~ N(0, 2/h)) so that ``y = relu(x @ w1) @ w2``.
+- ``DecisionTree``: a complete binary tree of depth D (default 4); every internal node tests one input
+  coordinate drawn uniformly from 0..d-1 against threshold 0 (x_c > 0 goes to the right child), every
+  leaf holds a value drawn N(0, 1). Nodes are numbered breadth-first (root 0, children 2n+1, 2n+2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from mesaopt.tasks import register
+from mesaopt.tasks.base import Task, TaskBatch, XDist, check_sample_args, default_generator, sample_x
+
+
+def relu_net2_forward(xs: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """(B, T, d), (B, d, h), (B, h) -> y (B, T) = relu(xs @ w1) @ w2."""
+    return torch.einsum("bth,bh->bt", torch.relu(torch.bmm(xs, w1)), w2)
+
+
+def tree_forward(xs: torch.Tensor, coords: torch.Tensor, leaves: torch.Tensor) -> torch.Tensor:
+    """(B, T, d), coords (B, 2^D - 1) int, leaves (B, 2^D) -> y (B, T) by descending the trees."""
+    n_internal = coords.shape[1]
+    depth = int(round(math.log2(n_internal + 1)))
+    b, t, _ = xs.shape
+    node = torch.zeros(b, t, dtype=torch.long, device=xs.device)
+    for _ in range(depth):  # loop over tree levels, batched over tasks and points
+        c = coords.gather(1, node)  # (B, T) coordinate tested at the current node
+        right = (xs.gather(2, c.unsqueeze(-1)).squeeze(-1) > 0).long()
+        node = 2 * node + 1 + right
+    return leaves.gather(1, node - n_internal)
+
+
+@register
+class ReLUNet2(Task):
+    """y = relu(x^T W1) w2 with W1 ~ N(0, 1)^(d x h), w2 ~ N(0, 2/h)^h (Garg's 2-layer ReLU network)."""
+
+    kind: ClassVar[str] = "relu2"
+
+    d: int = Field(20, ge=1, description="input dimension")
+    hidden: int = Field(100, ge=1, description="hidden units h of the target network")
+    scale: float = Field(1.0, gt=0.0, description="multiplies the output (Garg's `scale`)")
+    noise_std: float = Field(0.0, ge=0.0, description="std of Gaussian label noise")
+    x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
+    input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
+
+    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """xs (B, T, d), ys (B, T), params {"w1": (B, d, h), "w2": (B, h)} (w2 includes sqrt(2/h)*scale)."""
+        check_sample_args(batch_size, n_points)
+        g = default_generator(generator, device)
+        w1 = torch.randn(batch_size, self.d, self.hidden, generator=g, device=device, dtype=dtype)
+        w2 = torch.randn(batch_size, self.hidden, generator=g, device=device, dtype=dtype)
+        w2 = w2 * (math.sqrt(2.0 / self.hidden) * self.scale)
+        xs = sample_x(self.x_dist, batch_size, n_points, self.d, g, device, dtype, self.input_range)
+        ys = relu_net2_forward(xs, w1, w2)
+        if self.noise_std > 0:
+            ys = ys + self.noise_std * torch.randn(ys.shape, generator=g, device=device, dtype=dtype)
+        return TaskBatch(xs, ys, {"w1": w1, "w2": w2})
+
+
+@register
+class DecisionTree(Task):
+    """Depth-D binary tree: node tests x_c > 0 for a uniform random coordinate c, leaves ~ N(0, 1)."""
+
+    kind: ClassVar[str] = "tree"
+
+    d: int = Field(20, ge=1, description="input dimension")
+    depth: int = Field(4, ge=1, le=16, description="depth D of the tree (2^D leaves)")
+    noise_std: float = Field(0.0, ge=0.0, description="std of Gaussian label noise")
+    x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
+    input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
+
+    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """xs (B, T, d), ys (B, T), params {"coords": (B, 2^D - 1) long, "leaves": (B, 2^D)}."""
+        check_sample_args(batch_size, n_points)
+        g = default_generator(generator, device)
+        n_leaves = 2**self.depth
+        coords = torch.randint(0, self.d, (batch_size, n_leaves - 1), generator=g, device=device)
+        leaves = torch.randn(batch_size, n_leaves, generator=g, device=device, dtype=dtype)
+        xs = sample_x(self.x_dist, batch_size, n_points, self.d, g, device, dtype, self.input_range)
+        ys = tree_forward(xs, coords, leaves)
+        if self.noise_std > 0:
+            ys = ys + self.noise_std * torch.randn(ys.shape, generator=g, device=device, dtype=dtype)
+        return TaskBatch(xs, ys, {"coords": coords, "leaves": leaves})
