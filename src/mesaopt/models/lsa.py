@@ -1,0 +1,199 @@
+"""Linear self-attention (LSA) on concat tokens, von Oswald et al. (arXiv 2212.07677).
+
+Tokens are ``e = [x; y]`` of width D = d + 1 (context) and ``[x; 0]`` (queries). Every layer updates
+every token (context and query) with
+
+    e_j <- e_j + (1/N) * sum_h W_PV^h (sum_{i in context} e_i e_i^T) W_KQ^h e_j
+
+where only the N context tokens are keys/values, so queries never see each other. The layer is
+therefore ``e_j <- e_j + M e_j`` with ``M = sum_h W_PV^h S W_KQ^h`` and ``S = (1/N) sum_i e_i e_i^T``
+the (D, D) sufficient statistic of the current context tokens: cost O((N + Q) D^2) per layer and
+task, no N x N attention matrix. No softmax, no LayerNorm, no MLP.
+
+Parametrisations: ``"merged"`` learns W_KQ^h, W_PV^h in R^{D x D} directly; ``"separate"`` learns
+K, Q, V in R^{k x D} and P in R^{D x k} per head with W_KQ = K^T Q and W_PV = P V.
+
+Read-out: the prediction is ``READOUT_SIGN * (query's y-slot) = -(query's y-slot)`` after the last
+layer. The sign is a convention fixed by the GD construction (``mesaopt.constructions.lsa_gd``): a
+layer that does one GD step subtracts ``w^T x_j`` from every y-slot, which turns context y-slots into
+residuals ``y_i - w^T x_i`` and leaves ``0 - w^T x_q = -y_hat`` in the query's y-slot.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mesaopt.errors import ConfigError, ShapeError
+from mesaopt.learner import check_learner_inputs, check_prefix_inputs
+from mesaopt.models import register
+from mesaopt.seeding import generator
+
+__all__ = ["LSA", "READOUT_SIGN"]
+
+READOUT_SIGN = -1.0  # prediction = READOUT_SIGN * y-slot of the query token (the GD construction writes -y_hat there)
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+@register
+class LSA(nn.Module):
+    """Linear self-attention stack on concat tokens; a Learner (B,N,d),(B,N),(B,Q,d) -> (B,Q)."""
+
+    kind: ClassVar[str] = "lsa"
+
+    def __init__(self, d: int, layers: int = 1, heads: int = 1, param: Literal["merged", "separate"] = "merged",
+                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0) -> None:
+        super().__init__()
+        self.d = _check_int("d", d, 1)
+        self.layers = _check_int("layers", layers, 1)
+        self.heads = _check_int("heads", heads, 1)
+        if param not in ("merged", "separate"):
+            raise ConfigError(f"param must be one of ['merged', 'separate'], got {param!r}")
+        self.param = param
+        if key_size is not None:
+            if param != "separate":
+                raise ConfigError("key_size applies only to param='separate'; leave it None for param='merged'")
+            _check_int("key_size", key_size, 1)
+        self.key_size = key_size
+        if not isinstance(normalize, bool):
+            raise ConfigError(f"normalize must be true or false, got {normalize!r}")
+        self.normalize = normalize
+        if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not math.isfinite(init_std) \
+                or init_std < 0:
+            raise ConfigError(f"init_std must be a finite number >= 0, got {init_std!r}")
+        self.init_std = float(init_std)
+        self.seed = _check_int("seed", seed, 0)
+
+        D, L, H = d + 1, self.layers, self.heads
+        g = generator(self.seed, "lsa-init")
+
+        def init(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape, generator=g) * self.init_std)
+
+        if param == "merged":
+            self.kq_weight = init(L, H, D, D)  # W_KQ^h per layer
+            self.pv_weight = init(L, H, D, D)  # W_PV^h per layer
+        else:
+            k = key_size if key_size is not None else D
+            self.k_weight = init(L, H, k, D)
+            self.q_weight = init(L, H, k, D)
+            self.v_weight = init(L, H, k, D)
+            self.p_weight = init(L, H, D, k)
+
+    # ------------------------------------------------------------------ parameters
+    def spec(self) -> dict:
+        """JSON-able constructor arguments plus ``"kind"`` (``mesaopt.models.build`` inverts it)."""
+        return {"kind": self.kind, "d": self.d, "layers": self.layers, "heads": self.heads, "param": self.param,
+                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed}
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective (W_KQ, W_PV), each (L, H, d+1, d+1); differentiable in the parameters."""
+        if self.param == "merged":
+            return self.kq_weight, self.pv_weight
+        return self.k_weight.transpose(-1, -2) @ self.q_weight, self.p_weight @ self.v_weight
+
+    def _index(self, layer: int, head: int) -> None:
+        if not (0 <= layer < self.layers and 0 <= head < self.heads):
+            raise ConfigError(f"layer must be in [0, {self.layers - 1}] and head in [0, {self.heads - 1}], "
+                              f"got layer={layer}, head={head}")
+
+    def w_kq(self, layer: int = 0, head: int = 0) -> torch.Tensor:
+        """Effective key-query matrix W_KQ = K^T Q of one layer and head: (d+1, d+1)."""
+        self._index(layer, head)
+        return self.matrices()[0][layer, head]
+
+    def w_pv(self, layer: int = 0, head: int = 0) -> torch.Tensor:
+        """Effective projection-value matrix W_PV = P V of one layer and head: (d+1, d+1)."""
+        self._index(layer, head)
+        return self.matrices()[1][layer, head]
+
+    @torch.no_grad()
+    def load_matrices(self, w_kq: torch.Tensor, w_pv: torch.Tensor) -> LSA:
+        """Set a merged model's (W_KQ, W_PV), each (L, H, d+1, d+1); returns self."""
+        if self.param != "merged":
+            raise ConfigError("load_matrices needs param='merged' (a separate K,Q,V,P model has no unique "
+                              "factorisation); set k_weight/q_weight/v_weight/p_weight instead")
+        want = tuple(self.kq_weight.shape)
+        if tuple(w_kq.shape) != want or tuple(w_pv.shape) != want:
+            raise ShapeError(f"w_kq and w_pv must both be {want}, got {tuple(w_kq.shape)} and {tuple(w_pv.shape)}")
+        self.kq_weight.copy_(w_kq)
+        self.pv_weight.copy_(w_pv)
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _check(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.d:
+            raise ShapeError(f"inputs have d={x.shape[-1]} but the model was built with d={self.d}")
+        dt = self.kq_weight.dtype if self.param == "merged" else self.k_weight.dtype
+        if x.dtype != dt:
+            raise ShapeError(f"inputs are {x.dtype} but the model is {dt}; cast one of them (e.g. model.to({x.dtype}))")
+
+    def _run(self, ctx: torch.Tensor, qry: torch.Tensor, scale: torch.Tensor | float,
+             weight: torch.Tensor | None = None, s0: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Propagate ctx (..., N, D) and qry (..., Q, D) through all layers; readouts per layer (..., Q).
+
+        ``weight`` (..., N) masks context tokens out of S; ``s0`` (..., D, D) overrides the first layer's S.
+        """
+        kq, pv = self.matrices()
+        outs = []
+        for layer in range(self.layers):
+            if layer == 0 and s0 is not None:
+                s = s0
+            else:
+                cw = ctx if weight is None else ctx * weight.unsqueeze(-1)
+                s = (cw.transpose(-1, -2) @ ctx) * scale  # (..., D, D)
+            m = torch.einsum("hij,...jk,hkl->...il", pv[layer], s, kq[layer])  # sum_h W_PV^h S W_KQ^h
+            qry = qry + qry @ m.transpose(-1, -2)
+            if layer + 1 < self.layers:  # the last layer's context update cannot reach any readout
+                ctx = ctx + ctx @ m.transpose(-1, -2)
+            outs.append(READOUT_SIGN * qry[..., -1])
+        return outs
+
+    def _scale(self, n: int) -> float:
+        return 1.0 / max(n, 1) if self.normalize else 1.0
+
+    def forward_layers(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """Prediction read out after every layer: (B,N,d), (B,N), (B,Q,d) -> (L, B, Q)."""
+        check_learner_inputs(ctx_x, ctx_y, qry_x)
+        self._check(ctx_x)
+        ctx = torch.cat([ctx_x, ctx_y.unsqueeze(-1)], dim=-1)
+        qry = torch.cat([qry_x, qry_x.new_zeros(qry_x.shape[:-1] + (1,))], dim=-1)
+        return torch.stack(self._run(ctx, qry, self._scale(ctx_x.shape[1])))
+
+    def forward(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """Predictions after the last layer: (B,N,d), (B,N), (B,Q,d) -> (B, Q)."""
+        return self.forward_layers(ctx_x, ctx_y, qry_x)[-1]
+
+    def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Prediction at t from examples 0..t-1 (exact, batched; t=0 predicts 0): (B,T,d), (B,T) -> (B, T).
+
+        Each position t is its own problem with t context tokens (normalised by 1/t). The first layer's
+        S_t is an exclusive cumulative sum (O(T D^2)); deeper layers need every problem's own updated
+        context, held as a masked (B, T, T, D) tensor (O(T^2 D^2) per layer).
+        """
+        check_prefix_inputs(xs, ys)
+        self._check(xs)
+        b, t, _ = xs.shape
+        e = torch.cat([xs, ys.unsqueeze(-1)], dim=-1)  # (B, T, D)
+        qry = torch.cat([xs, xs.new_zeros(b, t, 1)], dim=-1).unsqueeze(2)  # (B, T, 1, D): problem t's query
+        counts = torch.arange(t, device=xs.device)
+        scale = (1.0 / counts.clamp(min=1).to(xs.dtype)) if self.normalize else torch.ones(t, dtype=xs.dtype,
+                                                                                          device=xs.device)
+        outer = e.unsqueeze(-1) * e.unsqueeze(-2)  # (B, T, D, D)
+        s0 = torch.cat([torch.zeros_like(outer[:, :1]), outer.cumsum(dim=1)[:, :-1]], dim=1)
+        s0 = s0 * scale[:, None, None]
+        if self.layers == 1:
+            ctx, weight = e.unsqueeze(1)[:, :, :0], None  # unused: the only layer takes S from s0
+        else:
+            ctx = e.unsqueeze(1).expand(b, t, t, e.shape[-1])  # problem t, token i
+            weight = (counts[None, :] < counts[:, None]).to(xs.dtype)  # (T, T): token i is context of problem t
+        outs = self._run(ctx, qry, scale[:, None, None], weight=weight, s0=s0)
+        return outs[-1][..., 0]
