@@ -72,6 +72,38 @@ def run_cmd(
         console.print(f"results: {res.out / 'results.json'}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Path | None = typer.Option(None, "-c", "--config", help="YAML with model:, task: and train: sections"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override: lr=1e-3, train.steps=500, model.d=5"),
+    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/train-<timestamp>)"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue the run in this folder from its checkpoint"),
+    json_: bool = typer.Option(False, "--json", help="print results.json to stdout and nothing else"),
+    device: str | None = typer.Option(None, "--device", help="torch device (cpu, cuda, ...); overrides train.device"),
+) -> None:
+    """Train any model on any task; writes config.yaml, metrics.jsonl, ckpt/ and results.json."""
+    from mesaopt.errors import ConfigError
+    from mesaopt.train.job import make_job, run_job
+
+    if resume is not None:
+        if config is not None or set_ or device is not None:
+            raise ConfigError("--resume continues the config saved in the run folder; drop -c/--set/--device")
+        if out is not None and Path(out) != Path(resume):
+            raise ConfigError("--resume DIR already names the run folder; drop --out")
+        res = run_job(None, out=resume, resume=True, progress=not json_)
+    else:
+        if config is None:
+            raise ConfigError("mesaopt train needs -c cfg.yaml (with model:, task: and train: sections)")
+        job = make_job(config, parse_assignments(set_), device=device)
+        res = run_job(job, out=out, progress=not json_)
+    if json_:
+        sys.stdout.write(res.to_json() + "\n")
+    else:
+        console = Console()
+        console.print(metrics_table(f"train  (wall {res.wall_s:.1f} s)", res.metrics))
+        console.print(f"results: {res.out / 'results.json'}")
+
+
 def _fail(msg: str, code: int) -> None:
     line = " ".join(str(msg).split())
     err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)

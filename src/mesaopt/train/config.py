@@ -1,0 +1,117 @@
+"""Training configuration: ``TrainConfig`` (optimizer, schedule, objective, eval/ckpt cadence) and ``TrainJob``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from mesaopt.config import StrictModel
+
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["constant", "cosine", "linear", "warmup_cosine", "warmup_linear", "inverse_sqrt"]
+Objective = Literal["query", "prefix"]
+Loss = Literal["mse", "half_mse"]
+DType = Literal["float32", "float64", "bfloat16"]
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+# Fields that may differ between a checkpoint and the config used to resume it: they change logging,
+# evaluation or cadence but not the weights' trajectory (``steps`` extends/shortens the run; with a
+# decaying schedule the lr curve is then recomputed for the new total, see docs/training.md).
+RESUME_MUTABLE = ("steps", "eval_every", "eval_batch_size", "ckpt_every", "log_every", "tensorboard",
+                  "nan_check_every")
+
+
+class TrainConfig(StrictModel):
+    """How to fit a model on a task: optimizer, lr schedule, objective, loss, eval/ckpt cadence, seed, device."""
+
+    steps: int = Field(1000, ge=1, description="number of optimizer updates")
+    batch_size: int = Field(64, ge=1, description="sequences per training batch")
+    n_points: int = Field(11, ge=1, description="(x, y) points per sequence, including the query")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled (adamw) or L2 (adam, sgd) weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam(W) betas, each in [0, 1)")
+    eps: float = Field(1e-8, gt=0, description="Adam(W) epsilon")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    optimizer: Optimizer = Field("adamw", description="adamw | adam | sgd")
+    schedule: Schedule = Field("constant", description="lr schedule after the linear warmup")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps (lr ramps (t+1)/warmup)")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr of decaying schedules")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global grad norm to this (None = off)")
+    eval_every: int = Field(100, ge=0, description="evaluate every k steps (0 = only at the end)")
+    eval_batch_size: int = Field(1024, ge=1, description="size of the fixed evaluation batch")
+    ckpt_every: int = Field(500, ge=0, description="checkpoint every k steps (0 = only at the end)")
+    log_every: int = Field(10, ge=1, description="write a metrics record every k steps")
+    seed: int = Field(0, ge=0, description="master seed (train/eval data streams derived from it)")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps, ...")
+    tensorboard: bool = Field(False, description="also write TensorBoard scalars to out/tb")
+    objective: Objective = Field("query", description="query: predict the last point from the others; "
+                                                      "prefix: model.prefix, loss over all positions")
+    loss: Loss = Field("mse", description="mse = mean (pred - y)^2; half_mse = 0.5 * mse")
+    dtype: DType = Field("float32", description="parameter and data dtype")
+    nan_check_every: int = Field(10, ge=1, description="read the NaN/inf flag on the host every k steps")
+
+    # ------------------------------------------------------------------------------------------
+    # Curriculum (engineer E): a ``curriculum: Curriculum | None = None`` sub-config (Garg-style
+    # growing dims / points) goes here; the loop's hook is ``mesaopt.train.loop.sample_train_batch``.
+    # ------------------------------------------------------------------------------------------
+
+    @field_validator("lr", "eps", "weight_decay")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            torch.device(v)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"not a torch device (e.g. cpu, cuda, cuda:0, mps), got {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.objective == "query" and self.n_points < 2:
+            raise ValueError(f"n_points must be >= 2 for objective 'query' (context + query), got {self.n_points}")
+        if self.schedule.startswith("warmup_") and self.warmup_steps < 1:
+            raise ValueError(f"schedule {self.schedule!r} needs warmup_steps >= 1")
+        if self.schedule == "inverse_sqrt" and self.warmup_steps < 1:
+            raise ValueError("schedule 'inverse_sqrt' needs warmup_steps >= 1")
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps})")
+        if self.optimizer != "sgd" and self.momentum != 0.0:
+            raise ValueError("momentum applies to optimizer 'sgd' only")
+        return self
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype named by ``dtype``."""
+        return DTYPES[self.dtype]
+
+
+class TrainJob(StrictModel):
+    """A ``mesaopt train`` job: ``model: {kind, ...}``, ``task: {kind, ...}`` and ``train: {...}``."""
+
+    model: dict[str, Any] = Field(..., description="model spec: {kind: lsa, ...} (see mesaopt.models)")
+    task: dict[str, Any] = Field(default_factory=lambda: {"kind": "linear"}, description="task spec")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("model", "task")
+    @classmethod
+    def _has_kind(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(v.get("kind"), str):
+            raise ValueError("needs a string 'kind' entry, e.g. {kind: lsa, ...}")
+        return v
