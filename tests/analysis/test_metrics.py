@@ -63,6 +63,16 @@ def test_sensitivity_of_one_gd_step_is_w1():
     assert M.model_diff(s, w1.unsqueeze(1).expand_as(s), cx, cy, qx) < 1e-12
 
 
+def test_sensitivity_of_k_gd_steps_is_fitted_w():
+    from mesaopt.algorithms import GD
+
+    cx, cy, qx, _ = _data(n=4, d=6)
+    w = GD(steps=3, lr=0.4).fit(cx, cy)  # (B, d)
+    s = M.sensitivity(lsa_gd(6, steps=3, lr=0.4, dtype=F64), cx, cy, qx)
+    torch.testing.assert_close(s, w.unsqueeze(1).expand_as(s), rtol=1e-10, atol=1e-12)
+    assert M.sens_cos(GD(steps=3, lr=0.4), lsa_gd(6, steps=3, lr=0.4, dtype=F64), cx, cy, qx) == pytest.approx(1.0)
+
+
 def test_sens_cos_and_model_diff():
     cx, cy, qx, _ = _data()
     lsa = LSA(d=3, layers=2, init_std=0.4).to(F64)

@@ -46,7 +46,8 @@ def _data(d, n, b=4, q=3, seed=0):
             torch.randn(b, q, d, generator=g, dtype=F64))
 
 
-def _rel(a: torch.Tensor, b: np.ndarray) -> float:
+def _rel(a: torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    b = b.detach().numpy() if isinstance(b, torch.Tensor) else b
     return float(np.linalg.norm(a.detach().numpy() - b) / np.linalg.norm(b))
 
 
@@ -136,3 +137,33 @@ def test_bad_arguments():
             lsa_gd(3, **kw)
     with pytest.raises(ConfigError):
         gd_plus_plus(3, steps=2, gamma=[0.1])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+@pytest.mark.parametrize("d,n", [(1, 5), (6, 3), (10, 10), (4, 20)])
+def test_lsa_gd_equals_algorithms_gd(steps, d, n):
+    from mesaopt.algorithms import GD
+
+    cx, cy, qx = _data(d, n, seed=7 * steps + n)
+    lr = 0.6 / max(1.0, d / n)
+    gd = GD(steps=steps, lr=lr)
+    m = lsa_gd(d, steps=steps, lr=lr, dtype=F64)
+    traj = gd.trajectory(cx, cy)  # (B, steps + 1, d)
+    layers = m.forward_layers(cx, cy, qx)
+    for k in range(steps):
+        ref = torch.einsum("bqd,bd->bq", qx, traj[:, k + 1])
+        assert _rel(layers[k], ref) <= 1e-5
+    ref = gd(cx, cy, qx)
+    assert _rel(m(cx, cy, qx), ref) <= 1e-5
+    xs, ys = torch.cat([cx, qx], 1), torch.cat([cy, torch.randn(qx.shape[:2], dtype=F64)], 1)
+    torch.testing.assert_close(m.prefix(xs, ys), gd.prefix(xs, ys), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_gd_plus_plus_equals_algorithms_gdpp(steps):
+    from mesaopt.algorithms import GDPlusPlus
+
+    cx, cy, qx = _data(5, 7, seed=steps)
+    ref = GDPlusPlus(steps=steps, lr=0.5, gamma=0.4)(cx, cy, qx)
+    got = gd_plus_plus(5, steps=steps, lr=0.5, gamma=0.4, dtype=F64)(cx, cy, qx)
+    assert _rel(got, ref) <= 1e-5
