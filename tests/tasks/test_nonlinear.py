@@ -79,3 +79,9 @@ def test_bad_config():
         DecisionTree(d=0)
     with pytest.raises(ValueError):
         ReLUNet2(d=3, hidden=0)
+
+
+def test_evaluate_reproduces_noise_free_labels():
+    for task in (ReLUNet2(d=3, hidden=5), DecisionTree(d=3, depth=3)):
+        b = task.sample(4, 6, g(9))
+        torch.testing.assert_close(task.evaluate(b.xs, b.params), b.ys)

@@ -53,6 +53,10 @@ class ReLUNet2(Task):
     x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
     input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
 
+    def evaluate(self, xs: torch.Tensor, params: dict) -> torch.Tensor:
+        """Noise-free labels of sampled networks: xs (B, T, d), params {"w1", "w2"} -> ys (B, T)."""
+        return relu_net2_forward(xs, params["w1"], params["w2"])
+
     def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
         """xs (B, T, d), ys (B, T), params {"w1": (B, d, h), "w2": (B, h)} (w2 includes sqrt(2/h)*scale)."""
@@ -79,6 +83,10 @@ class DecisionTree(Task):
     noise_std: float = Field(0.0, ge=0.0, description="std of Gaussian label noise")
     x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
     input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
+
+    def evaluate(self, xs: torch.Tensor, params: dict) -> torch.Tensor:
+        """Noise-free labels of sampled trees: xs (B, T, d), params {"coords", "leaves"} -> ys (B, T)."""
+        return tree_forward(xs, params["coords"], params["leaves"])
 
     def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:

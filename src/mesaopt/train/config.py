@@ -9,6 +9,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from mesaopt.config import StrictModel
+from mesaopt.train.curriculum import Curriculum
 
 Optimizer = Literal["adamw", "adam", "sgd"]
 Schedule = Literal["constant", "cosine", "linear", "warmup_cosine", "warmup_linear", "inverse_sqrt"]
@@ -54,10 +55,8 @@ class TrainConfig(StrictModel):
     dtype: DType = Field("float32", description="parameter and data dtype")
     nan_check_every: int = Field(10, ge=1, description="read the NaN/inf flag on the host every k steps")
 
-    # ------------------------------------------------------------------------------------------
-    # Curriculum (engineer E): a ``curriculum: Curriculum | None = None`` sub-config (Garg-style
-    # growing dims / points) goes here; the loop's hook is ``mesaopt.train.loop.sample_train_batch``.
-    # ------------------------------------------------------------------------------------------
+    curriculum: Curriculum | None = Field(None, description="Garg-style growing active dims / points per "
+                                                            "training sequence (see mesaopt.train.curriculum)")
 
     @field_validator("lr", "eps", "weight_decay")
     @classmethod

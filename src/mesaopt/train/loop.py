@@ -21,6 +21,7 @@ from mesaopt.io import append_jsonl, atomic_write_text, read_jsonl, to_json
 from mesaopt.seeding import generator
 from mesaopt.train.checkpoint import CKPT_DIR, find_checkpoint, load_checkpoint, read_state, save_checkpoint
 from mesaopt.train.config import RESUME_MUTABLE, TrainConfig
+from mesaopt.train.curriculum import curriculum_batch
 from mesaopt.train.schedules import lr_factor
 
 METRICS_FILE = "metrics.jsonl"
@@ -59,8 +60,10 @@ def sample_train_batch(task: Any, cfg: TrainConfig, step: int, gen: torch.Genera
                        device: torch.device, dtype: torch.dtype) -> Any:
     """The training TaskBatch for 1-based ``step``: xs (B, T, d), ys (B, T).
 
-    Curriculum hook (engineer E): a growing number of points / active dims is applied here.
+    With ``cfg.curriculum`` the number of points and of active (non-zeroed) dims follow its ramps.
     """
+    if cfg.curriculum is not None:
+        return curriculum_batch(task, cfg.curriculum, cfg.batch_size, cfg.n_points, step, gen, device, dtype)
     return task.sample(cfg.batch_size, cfg.n_points, gen, device, dtype)
 
 
