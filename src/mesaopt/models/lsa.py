@@ -89,6 +89,10 @@ class LSA(nn.Module):
             self.p_weight = init(L, H, D, k)
 
     # ------------------------------------------------------------------ parameters
+    def extra_repr(self) -> str:
+        return (f"d={self.d}, layers={self.layers}, heads={self.heads}, param={self.param!r}, "
+                f"key_size={self.key_size}, normalize={self.normalize}")
+
     def spec(self) -> dict:
         """JSON-able constructor arguments plus ``"kind"`` (``mesaopt.models.build`` inverts it)."""
         return {"kind": self.kind, "d": self.d, "layers": self.layers, "heads": self.heads, "param": self.param,
