@@ -6,6 +6,7 @@ import pytest
 import torch
 from train_helpers import TinyGD
 
+import mesaopt.models
 from mesaopt.errors import CheckpointError
 from mesaopt.io import read_jsonl
 from mesaopt.tasks import LinearRegression
@@ -104,3 +105,25 @@ def test_resume_refuses_changed_config(tmp_path):
     res = train(TinyGD(3), TASK, CFG.model_copy(update={"log_every": 7, "ckpt_every": 0}), out=tmp_path,
                 resume=True, progress=False, stop_at=12)
     assert res.step == 12
+
+
+@mesaopt.models.register
+class TupleSpec(TinyGD):
+    """TinyGD whose spec holds a tuple (JSON turns it into a list)."""
+
+    kind = "test_tuple_spec"
+
+    def __init__(self, d: int, shape: tuple[int, int] = (1, 2), **kw) -> None:
+        super().__init__(d, **kw)
+        self.shape = tuple(shape)
+
+    def spec(self) -> dict:
+        return {**super().spec(), "kind": self.kind, "shape": self.shape}
+
+
+def test_resume_with_non_json_native_spec(tmp_path):
+    cfg = CFG.model_copy(update={"steps": 12})
+    train(TupleSpec(3), TASK, cfg, out=tmp_path, progress=False, stop_at=6)
+    res = train(TupleSpec(3), TASK, cfg, out=tmp_path, resume=True, progress=False)
+    ref = train(TupleSpec(3), TASK, cfg, progress=False)
+    _assert_same(res.model, ref.model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -108,11 +109,15 @@ def _evaluate(model: torch.nn.Module, batch: Any, cfg: TrainConfig, eval_fn: Eva
     return rec
 
 
+def _jsonable(obj: Any) -> Any:
+    return json.loads(to_json(obj, indent=None))
+
+
 def _check_resumable(saved: dict, cfg: TrainConfig, model: torch.nn.Module, task: Any, ck: Path) -> None:
-    if hasattr(model, "spec") and saved.get("model") != model.spec():
+    if hasattr(model, "spec") and saved.get("model") != _jsonable(model.spec()):
         raise CheckpointError(f"cannot resume: model spec {model.spec()} differs from the checkpoint's "
                               f"{saved.get('model')} ('{ck}')")
-    if hasattr(task, "spec") and saved.get("task") is not None and saved["task"] != task.spec():
+    if hasattr(task, "spec") and saved.get("task") is not None and saved["task"] != _jsonable(task.spec()):
         raise CheckpointError(f"cannot resume: task spec differs from the checkpoint's ('{ck}')")
     old = saved.get("train") or {}
     new = cfg.model_dump(mode="json")
