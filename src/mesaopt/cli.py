@@ -104,6 +104,71 @@ def train_cmd(
         console.print(f"results: {res.out / 'results.json'}")
 
 
+@app.command("identify")
+def identify_cmd(
+    ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
+    json_: bool = typer.Option(False, "--json", help="print the result as JSON to stdout and nothing else"),
+    families: str = typer.Option("ols,gd,ridge,newton,gdpp", "--families", help="algorithm families to match"),
+    batch_size: int = typer.Option(1024, "--batch-size", help="tasks per fit batch and per eval batch"),
+    max_gd_steps: int = typer.Option(64, "--max-gd-steps", help="largest number of GD steps scanned"),
+    max_newton_iters: int = typer.Option(24, "--max-newton-iters", help="largest number of Newton iterations"),
+    seed: int = typer.Option(0, "--seed", help="seed of the fit/eval batches"),
+) -> None:
+    """Which algorithm does each layer run? Best-matching algorithm + fitted hyper-parameters per layer."""
+    from mesaopt.analysis import identify as idf
+
+    model, task, n_context = idf.load_run(ckpt_dir)
+    fams = [f.strip() for f in families.split(",") if f.strip()]
+    if json_:
+        res = idf.identify(model, task, n_context, families=fams, batch_size=batch_size, seed=seed,
+                           max_gd_steps=max_gd_steps, max_newton_iters=max_newton_iters)
+        sys.stdout.write(res.to_json() + "\n")
+        return
+    with err_console.status("identifying ...") as status:
+        res = idf.identify(model, task, n_context, families=fams, batch_size=batch_size, seed=seed,
+                           max_gd_steps=max_gd_steps, max_newton_iters=max_newton_iters,
+                           progress=lambda s: status.update(s))
+    table = Table(title=f"identify {ckpt_dir}  (N={n_context}, mse = mean squared prediction difference)",
+                  header_style="bold")
+    for col in ("layer", "best match", "hyper-parameters", "mse", "pred_diff", "sens_cos", "err_cos", "runner-up"):
+        table.add_column(col, justify="left" if col in ("best match", "hyper-parameters", "runner-up") else "right")
+    for best in res.best():
+        others = sorted((r for r in res.rows if r["layer"] == best["layer"] and r is not best), key=lambda r: r["mse"])
+        runner = f"{others[0]['algorithm']} ({others[0]['mse']:.3g})" if others else "-"
+        table.add_row(str(best["layer"]), best["algorithm"], idf.format_hparams(best["hparams"]), f"{best['mse']:.3g}",
+                      f"{best['pred_diff']:.3g}", f"{best['sens_cos']:.4f}", f"{best['err_cos']:.4f}", runner)
+    Console().print(table)
+
+
+@app.command("compare")
+def compare_cmd(
+    ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
+    algorithms: str = typer.Option("gd,ridge,newton", "--algorithms", help="comma-separated algorithm names"),
+    json_: bool = typer.Option(False, "--json", help="print the result as JSON to stdout and nothing else"),
+    plot: Path | None = typer.Option(None, "--plot", help="also save a PNG (and PDF) bar chart to this path"),
+    batch_size: int = typer.Option(1024, "--batch-size", help="tasks per fit batch and per eval batch"),
+    seed: int = typer.Option(0, "--seed", help="seed of the fit/eval batches"),
+) -> None:
+    """Pairwise metrics (loss, pred_diff, sens_cos, err_cos) between a trained model and reference algorithms."""
+    from mesaopt.analysis import identify as idf
+
+    model, task, n_context = idf.load_run(ckpt_dir)
+    res = idf.compare(model, task, n_context, algorithms=algorithms.split(","), batch_size=batch_size, seed=seed)
+    if plot is not None:
+        idf.plot_compare(res, plot)
+    if json_:
+        sys.stdout.write(res.to_json() + "\n")
+        return
+    table = Table(title=f"compare {ckpt_dir}  (model MSE {res.meta['model_loss']:.4g}, N={n_context})",
+                  header_style="bold")
+    for col in ("algorithm", "hyper-parameters", "loss (MSE)", "mse to model", "pred_diff", "sens_cos", "err_cos"):
+        table.add_column(col, justify="left" if col in ("algorithm", "hyper-parameters") else "right")
+    for r in res.rows:
+        table.add_row(r["algorithm"], idf.format_hparams(r["hparams"]), f"{r['loss']:.4g}", f"{r['mse']:.3g}",
+                      f"{r['pred_diff']:.3g}", f"{r['sens_cos']:.4f}", f"{r['err_cos']:.4f}")
+    Console().print(table)
+
+
 def _fail(msg: str, code: int) -> None:
     line = " ".join(str(msg).split())
     err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
