@@ -546,3 +546,54 @@ def compare(model: Callable, task: Any, n_context: int, algorithms: Sequence[str
     meta = {"model_loss": float(((pm.double() - qy.double()) ** 2).mean()), "n_context": n_context,
             "batch_size": batch_size, "seed": seed, "loss": "mse"}
     return CompareResult(rows, meta)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def load_run(path: Any, device: str = "cpu") -> tuple[Any, Any, int]:
+    """(model, task, n_context) of a run/ckpt folder: the task spec and n_points are read from the checkpoint state."""
+    from mesaopt import tasks
+    from mesaopt.errors import CheckpointError
+    from mesaopt.train.checkpoint import load_model
+
+    model, state = load_model(path, device=device)
+    spec = state.get("task")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"checkpoint '{state.get('path', path)}' stores no task spec; identify/compare need one")
+    try:
+        task = tasks.build(spec)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot rebuild the task from the checkpoint spec: {' '.join(str(e).split())}") from None
+    train = state.get("train") if isinstance(state.get("train"), dict) else {}
+    n_points = train.get("n_points")
+    points = (train.get("curriculum") or {}).get("points") if isinstance(train.get("curriculum"), dict) else None
+    if isinstance(points, dict) and isinstance(points.get("end"), int):
+        n_points = points["end"]  # a points curriculum ends at this sequence length
+    if not isinstance(n_points, int) or n_points < 2:
+        raise CheckpointError(f"checkpoint train config has no usable n_points (got {n_points!r})")
+    return model, task, n_points - 1
+
+
+def plot_compare(res: CompareResult, path: Any) -> list:
+    """Bar charts of the loss, pred_diff and sens_cos of every compared algorithm; saves PNG + PDF at ``path``."""
+    from pathlib import Path
+
+    from mesaopt import plotting
+
+    plotting.paper_style()
+    import matplotlib.pyplot as plt
+
+    names = [r["algorithm"] for r in res.rows]
+    colors = [plotting.PALETTE.get(n, "#444444") for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 2.8))
+    axes[0].bar(names, [r["loss"] for r in res.rows], color=colors)
+    axes[0].axhline(res.meta["model_loss"], color=plotting.PALETTE["model"], ls="--", label="model")
+    axes[0].set_ylabel("loss (MSE)")
+    axes[0].legend()
+    axes[1].bar(names, [r["pred_diff"] for r in res.rows], color=colors)
+    axes[1].set_ylabel("pred_diff to model")
+    axes[2].bar(names, [r["sens_cos"] for r in res.rows], color=colors)
+    axes[2].set_ylabel("sens_cos with model")
+    axes[2].set_ylim(min(0.0, min(r["sens_cos"] for r in res.rows)), 1.02)
+    fig.tight_layout()
+    stem = Path(path)
+    return plotting.save_figure(fig, stem.with_suffix("") if stem.suffix.lower() in (".png", ".pdf") else stem)
