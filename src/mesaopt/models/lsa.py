@@ -39,7 +39,7 @@ READOUT_SIGN = -1.0  # prediction = READOUT_SIGN * y-slot of the query token (th
 
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise ConfigError(f"model.{name} must be an integer >= {low}, got {value!r}")
     return value
 
 
@@ -56,19 +56,19 @@ class LSA(nn.Module):
         self.layers = _check_int("layers", layers, 1)
         self.heads = _check_int("heads", heads, 1)
         if param not in ("merged", "separate"):
-            raise ConfigError(f"param must be one of ['merged', 'separate'], got {param!r}")
+            raise ConfigError(f"model.param must be one of ['merged', 'separate'], got {param!r}")
         self.param = param
         if key_size is not None:
             if param != "separate":
-                raise ConfigError("key_size applies only to param='separate'; leave it None for param='merged'")
+                raise ConfigError("model.key_size applies only to param='separate'; leave it null for param='merged'")
             _check_int("key_size", key_size, 1)
         self.key_size = key_size
         if not isinstance(normalize, bool):
-            raise ConfigError(f"normalize must be true or false, got {normalize!r}")
+            raise ConfigError(f"model.normalize must be true or false, got {normalize!r}")
         self.normalize = normalize
         if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not math.isfinite(init_std) \
                 or init_std < 0:
-            raise ConfigError(f"init_std must be a finite number >= 0, got {init_std!r}")
+            raise ConfigError(f"model.init_std must be a finite number >= 0, got {init_std!r}")
         self.init_std = float(init_std)
         self.seed = _check_int("seed", seed, 0)
 
