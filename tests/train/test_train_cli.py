@@ -75,6 +75,15 @@ def test_resume_finished_run_and_errors(tmp_path, capsys):
         assert len(err.strip().splitlines()) <= 2  # one logical line (rich may soft-wrap nothing)
 
 
+def test_make_job_overrides(tmp_path):
+    from mesaopt.train.job import make_job
+
+    job = make_job(_write_cfg(tmp_path), {"d": "5", "task.noise_std": "0.5", "lr": "0.2", "model.init_scale": "1e-2"})
+    assert job.model["d"] == 5 and job.task == {"kind": "linear", "d": 5, "noise_std": 0.5}
+    assert job.train.lr == 0.2 and job.model["init_scale"] == 0.01
+    assert job.train.steps == JOB["train"]["steps"]
+
+
 def test_bad_model_spec(tmp_path, capsys):
     cfg = _write_cfg(tmp_path, {**JOB, "model": {"kind": "test_tiny_gd", "d": 3, "colour": 1}})
     with pytest.raises(SystemExit) as e:

@@ -24,6 +24,11 @@ EXPERIMENT = "train"
 def _parse_spec_value(v: Any) -> Any:
     """--set values for free-form model/task specs: YAML scalars (``3`` -> 3, ``true`` -> True)."""
     if isinstance(v, str):
+        for conv in (int, float):  # YAML 1.1 reads "1e-2" as a string
+            try:
+                return conv(v)
+            except ValueError:
+                pass
         try:
             return yaml.safe_load(v)
         except yaml.YAMLError:
@@ -33,13 +38,19 @@ def _parse_spec_value(v: Any) -> Any:
 
 def make_job(config_path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
              device: str | None = None) -> TrainJob:
-    """TrainJob from a YAML file (model/task/train sections) < ``overrides`` (``lr``, ``train.lr``, ``model.d``)."""
+    """TrainJob from a YAML file (model/task/train sections) < ``overrides`` (``lr``, ``train.lr``, ``model.d``).
+
+    The flat key ``d`` sets both ``model.d`` and ``task.d``.
+    """
     data = load_yaml(config_path) if config_path is not None else {}
     data = {k: v for k, v in data.items() if k != "experiment"}
     spec_layer: dict = {}
     rest: dict[str, Any] = {}
     for k, v in (overrides or {}).items():
-        if k.split(".", 1)[0] in ("model", "task") and "." in k:
+        if k == "d":  # the dimension is shared by the model and the task
+            set_dotted(spec_layer, "model.d", _parse_spec_value(v))
+            set_dotted(spec_layer, "task.d", _parse_spec_value(v))
+        elif k.split(".", 1)[0] in ("model", "task") and "." in k:
             set_dotted(spec_layer, k, _parse_spec_value(v))
         else:
             rest[k] = v
