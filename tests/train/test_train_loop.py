@@ -144,6 +144,8 @@ def test_nan_guard_reports_first_bad_step(tmp_path, check_every):
     assert good < bad
     model, state = load_model(out)
     assert state["step"] == good and all(torch.isfinite(p).all() for p in model.parameters())
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == bad and last["diverged"] == msg
     # the exact same first bad step, independent of how often the flag is read
     with pytest.raises(TrainingDiverged, match=f"at step {bad};"):
         train(TinyGD(3, init_scale=1.0), TASK, cfg.model_copy(update={"nan_check_every": 7, "ckpt_every": 0}),

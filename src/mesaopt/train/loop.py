@@ -282,8 +282,9 @@ def train(model: torch.nn.Module, task: Any, cfg: TrainConfig | dict, out: str |
                     if b >= 0:
                         lv, gv = float(bad_loss.item()), float(bad_gn.item())
                         what = f"loss became {lv}" if not math.isfinite(lv) else f"grad norm became {gv}"
-                        raise TrainingDiverged(f"{what} at step {b}; " + _kept(out_p, last_good)
-                                               + "; lower lr or set grad_clip")
+                        msg = f"{what} at step {b}; " + _kept(out_p, last_good) + "; lower lr or set grad_clip"
+                        emit({"step": b, "diverged": msg, "wall": round(wall_offset + time.perf_counter() - t0, 3)})
+                        raise TrainingDiverged(msg)
                 if is_log or is_eval:
                     rec: dict[str, Any] = {"step": step}
                     last_loss = float((loss_sum / loss_count).item())
