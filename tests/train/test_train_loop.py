@@ -181,3 +181,18 @@ def test_tensorboard(tmp_path, monkeypatch):
         train(TinyGD(3), TASK, _cfg(steps=3, tensorboard=True), out=tmp_path / "other", progress=False)
     with pytest.raises(ConfigError, match="out"):
         train(TinyGD(3), TASK, _cfg(steps=3, tensorboard=True), progress=False)
+
+
+def test_progress_goes_to_stderr_or_a_callers_bar(capsys):
+    from rich.progress import Progress
+
+    train(TinyGD(3), TASK, _cfg(steps=3), progress=True)
+    cap = capsys.readouterr()
+    assert cap.out == "" and "3/3" in cap.err
+    train(TinyGD(3), TASK, _cfg(steps=3), progress=False)
+    assert capsys.readouterr().err == ""
+    with Progress(disable=True) as outer:
+        seen = []
+        train(TinyGD(3), TASK, _cfg(steps=3, eval_every=1), progress=outer,
+              eval_fn=lambda m, s: seen.append([t.completed for t in outer.tasks]) or {})
+        assert seen == [[0], [0], [1], [2]] and outer.tasks == []  # one row while training, removed after

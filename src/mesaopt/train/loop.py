@@ -139,23 +139,48 @@ def _open_tensorboard(out: Path | None, purge_step: int | None) -> Any:
     return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
 
 
-def _progress(enabled: bool, total: int, start: int) -> Progress:
-    prog = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                    disable=not enabled, transient=False)
-    prog.add_task("train", total=total, completed=start, info="")
-    return prog
+class _Bar:
+    """Own rich progress bar on stderr, or a task row on a caller's live ``Progress`` (nested runs)."""
+
+    def __init__(self, progress: bool | Progress, total: int, start: int) -> None:
+        self.external = isinstance(progress, Progress)
+        self.enabled = self.external or bool(progress)
+        if self.external:
+            self.prog = progress
+        else:
+            self.prog = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True), disable=not progress, transient=False)
+        self.task = self.prog.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self) -> _Bar:
+        if not self.external:
+            self.prog.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.external:
+            self.prog.remove_task(self.task)
+        else:
+            self.prog.__exit__(*exc)
+
+    def update(self, step: int, info: str | None = None) -> None:
+        if info is None:
+            self.prog.update(self.task, completed=step)
+        else:
+            self.prog.update(self.task, completed=step, info=info)
 
 
 # --------------------------------------------------------------------------- the loop
 
 def train(model: torch.nn.Module, task: Any, cfg: TrainConfig | dict, out: str | os.PathLike | None = None,
-          resume: bool = False, eval_fn: EvalFn | None = None, progress: bool = True,
+          resume: bool = False, eval_fn: EvalFn | None = None, progress: bool | Progress = True,
           stop_at: int | None = None) -> TrainResult:
     """Fit ``model`` on sequences from ``task`` per ``cfg``; metrics/ckpt go to ``out`` (None = in memory only).
 
     ``resume=True`` continues from ``out/ckpt`` to bitwise the same weights as an uninterrupted run (a
     run without a checkpoint yet starts from scratch). ``stop_at`` stops (and checkpoints) after that step.
+    ``progress``: True = own rich bar on stderr, False = silent, a live ``rich.progress.Progress`` = add a row to it.
     Raises TrainingDiverged when the loss or grad norm becomes non-finite (the last good checkpoint is kept).
     """
     if isinstance(cfg, dict):
@@ -245,9 +270,9 @@ def train(model: torch.nn.Module, task: Any, cfg: TrainConfig | dict, out: str |
     bad_loss = torch.zeros((), dtype=torch.float32, device=device)
     bad_gn = torch.zeros((), dtype=torch.float32, device=device)
     last_loss: float | None = None
-    prog = _progress(progress, cfg.steps, start)
+    bar = _Bar(progress, cfg.steps, start)
     try:
-        with prog:
+        with bar:
             if start == 0 and end >= 1:
                 emit({"step": 0, "lr": cfg.lr * lr_factor(cfg.schedule, 0, cfg.steps, cfg.warmup_steps,
                                                           cfg.min_lr_ratio),
@@ -297,9 +322,9 @@ def train(model: torch.nn.Module, task: Any, cfg: TrainConfig | dict, out: str |
                     rec["wall"] = round(wall_offset + time.perf_counter() - t0, 3)
                     emit(rec)
                     info = f"loss {last_loss:.4g}" + (f" eval {rec['eval_loss']:.4g}" if "eval_loss" in rec else "")
-                    prog.update(prog.task_ids[0], completed=step, info=info)
-                elif progress:
-                    prog.update(prog.task_ids[0], completed=step)
+                    bar.update(step, info)
+                elif bar.enabled:
+                    bar.update(step)
                 if is_ckpt:
                     checkpoint(step)
     finally:
