@@ -8,7 +8,7 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(1)  # tiny ops: one thread avoids OpenMP spin-waits on a shared 2-core box
 
 
 @pytest.fixture

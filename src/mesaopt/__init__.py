@@ -1,9 +1,24 @@
 """mesaopt: a lab for studying which algorithm a transformer runs in context."""
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
 from mesaopt import tasks  # noqa: E402
 from mesaopt.errors import ConfigError, MesaoptError, ShapeError  # noqa: E402
 from mesaopt.learner import Learner  # noqa: E402
 
-__all__ = ["tasks", "Learner", "MesaoptError", "ConfigError", "ShapeError", "__version__"]
+_SUBPACKAGES = ("algorithms", "models", "constructions", "analysis", "train", "experiments", "svm", "sweeps",
+                "plotting", "io", "config", "seeding")
+
+
+def __getattr__(name: str):
+    """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ..."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"mesaopt.{name}")
+    raise AttributeError(f"module 'mesaopt' has no attribute {name!r}")
+
+
+__all__ = ["tasks", "Learner", "MesaoptError", "ConfigError", "ShapeError", "__version__", *_SUBPACKAGES]

@@ -44,3 +44,14 @@ def kinds() -> list[str]:
     """Names of all model kinds."""
     _discover()
     return sorted(REGISTRY)
+
+
+_CLASSES = {"LSA": "lsa", "SoftmaxAttention": "softmax", "GPT": "gpt", "EBT": "ebt"}
+
+
+def __getattr__(name: str):
+    """Lazy access to the model classes (``mesaopt.models.LSA``, ``GPT``, ...) without import cycles."""
+    if name in _CLASSES:
+        module = importlib.import_module(f"mesaopt.models.{_CLASSES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'mesaopt.models' has no attribute {name!r}")
