@@ -10,8 +10,11 @@ from mesaopt.algorithms.base import REGISTRY, Algorithm, LinearAlgorithm, build,
 from mesaopt.algorithms.gradient import GD, GDPlusPlus, IterativeLinear, PreconditionedGD
 from mesaopt.algorithms.least_squares import OLS, BayesRidge, Ridge
 from mesaopt.algorithms.newton import IterativeNewton
+from mesaopt.algorithms.other import DMMSE, KNN, Averaging
+from mesaopt.algorithms.sparse import Lasso
 
 __all__ = [
     "REGISTRY", "Algorithm", "LinearAlgorithm", "IterativeLinear", "build", "kinds", "register",
     "OLS", "Ridge", "BayesRidge", "GD", "GDPlusPlus", "PreconditionedGD", "IterativeNewton",
+    "Lasso", "KNN", "Averaging", "DMMSE",
 ]

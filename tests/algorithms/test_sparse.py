@@ -1,0 +1,80 @@
+"""Lasso against scikit-learn's Lasso(fit_intercept=False) and its KKT conditions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Lasso as SkLasso
+
+import mesaopt.algorithms as A
+from mesaopt.errors import ConfigError
+from mesaopt.learner import prefix_by_solves
+
+
+def _data(b: int, n: int, d: int, seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, n, d, generator=g, dtype=dtype)
+    w = torch.randn(b, d, generator=g, dtype=dtype) * (torch.rand(b, d, generator=g, dtype=dtype) < 0.4)
+    y = torch.einsum("bnd,bd->bn", x, w) + 0.1 * torch.randn(b, n, generator=g, dtype=dtype)
+    return x, y, torch.randn(b, 2, d, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 0.5])
+@pytest.mark.parametrize("n,d", [(4, 8), (8, 8), (20, 6)])
+def test_lasso_matches_sklearn(alpha, n, d):
+    x, y, q = _data(3, n, d)
+    w = A.Lasso(alpha).fit(x, y)
+    for i in range(3):
+        sk = SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=200_000).fit(x[i].numpy(), y[i].numpy())
+        np.testing.assert_allclose(w[i].numpy(), sk.coef_, atol=1e-8)
+    torch.testing.assert_close(A.Lasso(alpha)(x, y, q), torch.einsum("bqd,bd->bq", q, w))
+
+
+@pytest.mark.parametrize("n,d,alpha", [(12, 5, 0.05), (4, 6, 0.2)])
+def test_coordinate_descent_fallback_matches_homotopy(n, d, alpha):
+    from mesaopt.algorithms.sparse import lasso_cd, lasso_solve
+
+    x, y, _ = _data(3, n, d, seed=5)
+    cnt = torch.full((3,), float(n), dtype=torch.float64)
+    torch.testing.assert_close(lasso_cd(x, y, cnt, alpha), lasso_solve(x, y, cnt, alpha), atol=1e-8, rtol=0)
+
+
+def test_lasso_zero_alpha_is_least_squares():
+    x, y, _ = _data(2, 12, 4, seed=6)
+    torch.testing.assert_close(A.Lasso(0.0).fit(x, y), A.OLS().fit(x, y), atol=1e-9, rtol=0)
+
+
+def test_lasso_kkt_conditions():
+    x, y, _ = _data(4, 15, 6, seed=1)
+    alpha = 0.1
+    w = A.Lasso(alpha).fit(x, y)
+    grad = torch.einsum("bnd,bn->bd", x, y - torch.einsum("bnd,bd->bn", x, w)) / 15  # X^T r / N
+    active = w.abs() > 1e-12
+    torch.testing.assert_close(grad[active], alpha * torch.sign(w[active]), atol=1e-8, rtol=0)
+    assert (grad[~active].abs() <= alpha + 1e-8).all()
+
+
+def test_lasso_large_alpha_is_zero_and_float32():
+    x, y, q = _data(2, 10, 4, seed=2, dtype=torch.float32)
+    assert (A.Lasso(100.0).fit(x, y) == 0).all()
+    out = A.Lasso(0.05)(x, y, q)
+    assert out.dtype == torch.float32
+    ref = A.Lasso(0.05)(x.double(), y.double(), q.double())
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-4)
+
+
+def test_lasso_prefix_matches_solves():
+    x, y, _ = _data(3, 9, 4, seed=3)
+    alg = A.Lasso(0.05)
+    pre = alg.prefix(x, y)
+    torch.testing.assert_close(pre, prefix_by_solves(alg, x, y), atol=1e-7, rtol=0)
+    assert (pre[:, 0] == 0).all()
+
+
+def test_lasso_bad_hparams_and_roundtrip():
+    for kw in ({"alpha": -0.1}, {"tol": 0.0}, {"max_iter": 0}):
+        with pytest.raises(ConfigError):
+            A.Lasso(**kw)
+    alg = A.build({"kind": "lasso", "alpha": 0.2})
+    assert isinstance(alg, A.Lasso) and alg.spec()["alpha"] == 0.2
