@@ -104,6 +104,51 @@ def train_cmd(
         console.print(f"results: {res.out / 'results.json'}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    name: str | None = typer.Argument(None, help="experiment name (or give it in the sweep file)"),
+    file: Path | None = typer.Option(None, "-f", "--file", help="sweep YAML: experiment, config, set, grid, engine..."),
+    grid: list[str] | None = typer.Option(None, "--grid", help="key=v1,v2,... (repeatable; cartesian product)"),
+    config: Path | None = typer.Option(None, "-c", "--config", help="base YAML config of the experiment"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override for every trial: key=value (repeatable)"),
+    quick: bool = typer.Option(False, "--quick", help="use the experiment's --quick settings in every trial"),
+    engine: str | None = typer.Option(None, "--engine", help="local (default: worker processes here) | ray"),
+    address: str | None = typer.Option(None, "--address", help="ray cluster address, e.g. auto or ray://head:10001"),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", help="trials at once (local default: cores)"),
+    cpus_per_trial: float | None = typer.Option(None, "--cpus-per-trial", help="cores per trial (default 1)"),
+    out: Path | None = typer.Option(None, "--out", help="sweep folder (default runs/sweep-NAME-<hash>)"),
+    json_: bool = typer.Option(False, "--json", help="print the sweep summary and rows as JSON, nothing else"),
+) -> None:
+    """Run an experiment over a grid; finished trials are skipped; writes OUT/sweep.parquet."""
+    from mesaopt import sweeps
+    from mesaopt.errors import ConfigError
+
+    cli = {"grid": sweeps.parse_grid(grid), "set": parse_assignments(set_), "experiment": name,
+           "config": str(config) if config else None, "quick": quick, "engine": engine, "address": address,
+           "max_parallel": max_parallel, "cpus_per_trial": cpus_per_trial}
+    if file is not None:
+        spec = sweeps.load_spec(file, **cli)
+    else:
+        if name is None:
+            raise ConfigError("mesaopt sweep needs an experiment NAME or a sweep file -f sweep.yaml")
+        from mesaopt.config import validate
+
+        spec = validate(sweeps.SweepSpec, {k: v for k, v in cli.items() if v is not None and v is not False},
+                        where="sweep")
+    res = sweeps.run_sweep(spec, out=out, progress=not json_)
+    if json_:
+        from mesaopt.io import to_json
+
+        sys.stdout.write(to_json(res.to_dict()) + "\n")
+    else:
+        console = Console()
+        console.print(sweeps.summary(res.table, res.grid_keys, title=f"sweep {spec.experiment}"))
+        console.print(f"{res.n_trials} trials: ran {res.ran}, skipped {res.skipped} (already finished), "
+                      f"failed {res.failed}; table: {res.out / 'sweep.parquet'}", highlight=False)
+    if res.failed:
+        sys.exit(1)
+
+
 @app.command("identify")
 def identify_cmd(
     ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
@@ -178,7 +223,11 @@ def _fail(msg: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the typer app, turning user errors into one line and an exit code."""
     try:
-        app(args=argv, prog_name="mesaopt", standalone_mode=False)
+        rc = app(args=argv, prog_name="mesaopt", standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C inside a command into a returned exit code 130
+            raise KeyboardInterrupt
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
