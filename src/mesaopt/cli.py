@@ -216,7 +216,9 @@ def compare_cmd(
 
 def _fail(msg: str, code: int) -> None:
     line = " ".join(str(msg).split())
-    err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

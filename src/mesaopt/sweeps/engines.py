@@ -207,5 +207,6 @@ def make_engine(name: str, address: str | None = None, max_parallel: int | None 
             raise ConfigError("--address is only used with --engine ray")
         return LocalEngine(max_parallel=max_parallel, cpus_per_trial=cpus_per_trial)
     if name == "ray":
+        RayEngine.import_ray()
         return RayEngine(address=address, max_parallel=max_parallel, cpus_per_trial=cpus_per_trial)
     raise ConfigError(f"engine must be one of local, ray; got {name!r}")

@@ -53,12 +53,12 @@ def run_sweep(spec: SweepSpec, out: str | Path | None = None, progress: bool = T
     console = console or Console(stderr=True)
     t_start = time.perf_counter()
     trials = resolve_trials(spec)
+    engine = make_engine(spec.engine, spec.address, spec.max_parallel, spec.cpus_per_trial)
     out_dir = Path(out) if out is not None else Path(spec.out) if spec.out else default_out(spec, trials)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     todo = [t for t in trials if not results_complete(t.dir(out_dir))]
     skipped = len(trials) - len(todo)
-    engine = make_engine(spec.engine, spec.address, spec.max_parallel, spec.cpus_per_trial)
     source = experiment_source(spec.experiment)
     payloads = {t.hash: {"experiment": spec.experiment, "config": t.config, "source": source,
                          "params": t.params} for t in trials}
