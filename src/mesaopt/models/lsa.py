@@ -7,8 +7,12 @@ every token (context and query) with
 
 where only the N context tokens are keys/values, so queries never see each other. The layer is
 therefore ``e_j <- e_j + M e_j`` with ``M = sum_h W_PV^h S W_KQ^h`` and ``S = (1/N) sum_i e_i e_i^T``
-the (D, D) sufficient statistic of the current context tokens: cost O((N + Q) D^2) per layer and
-task, no N x N attention matrix. No softmax, no LayerNorm, no MLP.
+the (D, D) sufficient statistic of the current context tokens: no N x N attention matrix. Since every
+context token moves by the same map, the next layer's statistic is ``S' = (I + M) S (I + M)^T``; the
+forward pass is one matmul chain on S (O(N D^2) once, then O(H D^3 + Q D^2) per layer), and ``prefix``
+gets all T prefix problems from an exclusive running sum of outer products in O(T (D^2 + L H D^3))
+(``prefix_quadratic`` / ``forward_layers_reference`` keep the token-by-token forms as tested references).
+No softmax, no LayerNorm, no MLP.
 
 Parametrisations: ``"merged"`` learns W_KQ^h, W_PV^h in R^{D x D} directly; ``"separate"`` learns
 K, Q, V in R^{k x D} and P in R^{D x k} per head with W_KQ = K^T Q and W_PV = P V.
@@ -161,11 +165,38 @@ class LSA(nn.Module):
             outs.append(READOUT_SIGN * qry[..., -1])
         return outs
 
+    def _run_stats(self, s: torch.Tensor, qry: torch.Tensor) -> list[torch.Tensor]:
+        """Matmul-chain form of ``_run``: S (..., D, D) of the context, qry (..., Q, D) -> readouts per layer (..., Q).
+
+        Every context token moves by the same map e <- (I + M) e, so the next layer's statistic is
+        S' = (I + M) S (I + M)^T: the context tokens themselves are never materialised and a layer costs
+        O(H D^3 + Q D^2) per problem, independent of the context length N.
+        """
+        kq, pv = self.matrices()
+        outs = []
+        for layer in range(self.layers):
+            m = torch.einsum("hij,...jk,hkl->...il", pv[layer], s, kq[layer])  # sum_h W_PV^h S W_KQ^h
+            qry = qry + qry @ m.transpose(-1, -2)
+            if layer + 1 < self.layers:
+                sm = s @ m.transpose(-1, -2)  # S (I + M)^T = S + S M^T
+                s = s + sm + m @ s + m @ sm
+            outs.append(READOUT_SIGN * qry[..., -1])
+        return outs
+
     def _scale(self, n: int) -> float:
         return 1.0 / max(n, 1) if self.normalize else 1.0
 
     def forward_layers(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
         """Prediction read out after every layer: (B,N,d), (B,N), (B,Q,d) -> (L, B, Q)."""
+        check_learner_inputs(ctx_x, ctx_y, qry_x)
+        self._check(ctx_x)
+        ctx = torch.cat([ctx_x, ctx_y.unsqueeze(-1)], dim=-1)
+        qry = torch.cat([qry_x, qry_x.new_zeros(qry_x.shape[:-1] + (1,))], dim=-1)
+        s0 = (ctx.transpose(-1, -2) @ ctx) * self._scale(ctx_x.shape[1])  # (B, D, D): the only O(N) step
+        return torch.stack(self._run_stats(s0, qry))
+
+    def forward_layers_reference(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """Slow reference of ``forward_layers`` updating every context token: (B,N,d),(B,N),(B,Q,d) -> (L,B,Q)."""
         check_learner_inputs(ctx_x, ctx_y, qry_x)
         self._check(ctx_x)
         ctx = torch.cat([ctx_x, ctx_y.unsqueeze(-1)], dim=-1)
@@ -176,15 +207,9 @@ class LSA(nn.Module):
         """Predictions after the last layer: (B,N,d), (B,N), (B,Q,d) -> (B, Q)."""
         return self.forward_layers(ctx_x, ctx_y, qry_x)[-1]
 
-    def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Prediction at t from examples 0..t-1 (exact, batched; t=0 predicts 0): (B,T,d), (B,T) -> (B, T).
-
-        Each position t is its own problem with t context tokens (normalised by 1/t). The first layer's
-        S_t is an exclusive cumulative sum (O(T D^2)); deeper layers need every problem's own updated
-        context, held as a masked (B, T, T, D) tensor (O(T^2 D^2) per layer).
-        """
-        check_prefix_inputs(xs, ys)
-        self._check(xs)
+    def _prefix_s0(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+        """Tokens e (B,T,D), queries (B,T,1,D), per-problem scale (T,) and S_t of tokens 0..t-1 (B,T,D,D)."""
         b, t, _ = xs.shape
         e = torch.cat([xs, ys.unsqueeze(-1)], dim=-1)  # (B, T, D)
         qry = torch.cat([xs, xs.new_zeros(b, t, 1)], dim=-1).unsqueeze(2)  # (B, T, 1, D): problem t's query
@@ -193,7 +218,38 @@ class LSA(nn.Module):
                                                                                           device=xs.device)
         outer = e.unsqueeze(-1) * e.unsqueeze(-2)  # (B, T, D, D)
         s0 = torch.cat([torch.zeros_like(outer[:, :1]), outer.cumsum(dim=1)[:, :-1]], dim=1)
-        s0 = s0 * scale[:, None, None]
+        return e, qry, scale, s0 * scale[:, None, None]
+
+    def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Prediction at t from examples 0..t-1 (exact, batched; t=0 predicts 0): (B,T,d), (B,T) -> (B, T).
+
+        Linear time in T: S_t (the statistic of tokens 0..t-1, normalised by 1/t) is an exclusive running sum
+        of outer products, and every deeper layer maps it by S_t <- (I + M_t) S_t (I + M_t)^T (``_run_stats``),
+        O(T (D^2 + L H D^3)) per sequence. ``prefix_quadratic`` is the O(T^2 D^2)-per-layer reference.
+        """
+        check_prefix_inputs(xs, ys)
+        self._check(xs)
+        _, qry, _, s0 = self._prefix_s0(xs, ys)
+        return self._run_stats(s0, qry)[-1][..., 0]
+
+    def prefix_layers(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Prefix prediction read out after every layer (linear time): (B,T,d), (B,T) -> (L, B, T)."""
+        check_prefix_inputs(xs, ys)
+        self._check(xs)
+        _, qry, _, s0 = self._prefix_s0(xs, ys)
+        return torch.stack(self._run_stats(s0, qry))[..., 0]
+
+    def prefix_quadratic(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Reference ``prefix`` holding every problem's context tokens: (B,T,d), (B,T) -> (B, T), O(T^2 D^2) per layer.
+
+        The first layer's S_t is an exclusive cumulative sum; deeper layers need every problem's own updated
+        context, held as a masked (B, T, T, D) tensor.
+        """
+        check_prefix_inputs(xs, ys)
+        self._check(xs)
+        b, t, _ = xs.shape
+        e, qry, scale, s0 = self._prefix_s0(xs, ys)
+        counts = torch.arange(t, device=xs.device)
         if self.layers == 1:
             ctx, weight = e.unsqueeze(1)[:, :, :0], None  # unused: the only layer takes S from s0
         else:
