@@ -15,18 +15,22 @@ class TinyGD(torch.nn.Module):
 
     kind: ClassVar[str] = "test_tiny_gd"
 
-    def __init__(self, d: int, init_scale: float = 0.1, seed: int = 0) -> None:
+    def __init__(self, d: int, init_scale: float = 0.1, seed: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
-        self.d, self.init_scale, self.seed = d, init_scale, seed
+        self.d, self.init_scale, self.seed, self.dropout = d, init_scale, seed, dropout
         g = torch.Generator().manual_seed(seed)
         self.W = torch.nn.Parameter(init_scale * torch.randn(d, d, generator=g))
         self.b = torch.nn.Parameter(torch.zeros(()))
 
     def spec(self) -> dict:
-        return {"kind": self.kind, "d": self.d, "init_scale": self.init_scale, "seed": self.seed}
+        spec = {"kind": self.kind, "d": self.d, "init_scale": self.init_scale, "seed": self.seed}
+        if self.dropout:
+            spec["dropout"] = self.dropout
+        return spec
 
     def forward(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
         s = torch.einsum("bnd,bn->bd", ctx_x, ctx_y) / ctx_x.shape[1]
+        s = torch.nn.functional.dropout(s, self.dropout, self.training)  # global torch RNG
         return torch.einsum("bqd,de,be->bq", qry_x, self.W, s) + self.b
 
     def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

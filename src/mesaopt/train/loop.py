@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mesaopt.config import validate
 from mesaopt.errors import CheckpointError, ConfigError, TrainingDiverged
 from mesaopt.io import append_jsonl, atomic_write_text, read_jsonl, to_json
-from mesaopt.seeding import generator
+from mesaopt.seeding import derive_seed, generator
 from mesaopt.train.checkpoint import CKPT_DIR, find_checkpoint, load_checkpoint, read_state, save_checkpoint
 from mesaopt.train.config import RESUME_MUTABLE, TrainConfig
 from mesaopt.train.curriculum import curriculum_batch
@@ -185,6 +185,15 @@ def train(model: torch.nn.Module, task: Any, cfg: TrainConfig | dict, out: str |
     """
     if isinstance(cfg, dict):
         cfg = validate(TrainConfig, cfg, where="train config")
+    # the global CPU RNG (dropout, ...) is seeded from the config inside a fork: deterministic per config and the
+    # caller's RNG state is left untouched; resume restores the checkpointed state instead
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(derive_seed(cfg.seed, "torch"))
+        return _train(model, task, cfg, out, resume, eval_fn, progress, stop_at)
+
+
+def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.PathLike | None, resume: bool,
+           eval_fn: EvalFn | None, progress: bool | Progress, stop_at: int | None) -> TrainResult:
     if stop_at is not None and stop_at < 1:
         raise ConfigError(f"stop_at must be >= 1 or None, got {stop_at}")
     try:
