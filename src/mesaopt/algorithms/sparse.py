@@ -1,11 +1,12 @@
 """Lasso with scikit-learn's objective (1/(2N)) ||y - X w||^2 + alpha ||w||_1 (no intercept).
 
-Cyclic coordinate descent vectorised over the batch (Python loops over sweeps and coordinates only);
-every 10 sweeps each task's current support and signs are polished to the exact Lasso solution on that
-support, accepted when it satisfies the KKT conditions (this fixes CD's slow tail when N < d). A task
-also stops when a sweep moves no weight by more than tol * max(1, max |w|); at most ``max_iter`` sweeps.
-Prefix predictions solve all B*T zero-padded prefix problems at once
-(chunked over the batch): O(sweeps * B * T^2 * d) time.
+Solver: a batched LARS-Lasso homotopy (``lasso_homotopy``), exact up to rounding, following the solution
+path from lam = max|X^T y / N| down to alpha with one masked (B, d, d) solve per path event (all tasks in
+lock-step; about min(N, d) + #drops events). Tasks whose result fails the KKT check fall back to cyclic
+coordinate descent vectorised over the batch (``lasso_cd``: loops over sweeps and coordinates only, with
+exact active-set polishing every 10 sweeps; stops at tol * max(1, max|w|) or ``max_iter`` sweeps).
+Prefix predictions solve all B*T zero-padded prefix problems at once (chunked over the batch):
+O(B * T * (d + T) * d^3) time in the worst case, memory O(chunk * d^2).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def _active_set_polish(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor,
     return sol, good
 
 
+def _mv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Batched matrix-vector product (B, d, d) x (B, d) -> (B, d) (elementwise: fast for small d on CPU)."""
+    return (a * v.unsqueeze(-2)).sum(-1)
+
+
 def lasso_homotopy(s: torch.Tensor, b: torch.Tensor, alpha: float,
                    max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched LARS-Lasso homotopy for min_w (1/2) w^T S w - b^T w + alpha ||w||_1 -> (w (B,d), finished (B,)).
@@ -64,26 +70,31 @@ def lasso_homotopy(s: torch.Tensor, b: torch.Tensor, alpha: float,
     Follows the piecewise-linear solution path from lam = max|b| (w = 0) down to alpha: on the active set A
     with signs s_A, dw_A/d(-lam) = v_A = S_AA^{-1} s_A; each step moves to the next event (an inactive
     correlation |b_j - (S w)_j| reaching lam, an active weight crossing zero, or lam = alpha). One masked
-    (B, d, d) solve per event; all problems advance in lock-step and stop at their own alpha.
+    (B', d, d) solve per event over the B' tasks not yet finished.
     """
     bsz, d = b.shape
-    w = b.new_zeros(bsz, d)
-    act = torch.zeros(bsz, d, dtype=torch.bool, device=b.device)
-    sign = b.new_zeros(bsz, d)
-    lam = b.abs().amax(-1)
-    done = lam <= alpha
-    inf = torch.full_like(b, float("inf"))
+    w_out = b.new_zeros(bsz, d)
+    lam0 = b.abs().amax(-1)
+    finished = lam0 <= alpha
+    idx = torch.nonzero(~finished).squeeze(-1)
+    ss, bb, lam = s[idx], b[idx], lam0[idx]
+    k = idx.numel()
+    w = b.new_zeros(k, d)
+    act = torch.zeros(k, d, dtype=torch.bool, device=b.device)
+    sign = b.new_zeros(k, d)
+    eye = torch.eye(d, dtype=b.dtype, device=b.device)
     for _ in range(max_steps):
-        if bool(done.all()):
+        if idx.numel() == 0:
             break
         dm = act.to(b.dtype)
-        m = dm.unsqueeze(-1) * s * dm.unsqueeze(-2) + torch.diag_embed(1.0 - dm)
-        v, info = torch.linalg.solve_ex(m, (dm * sign).unsqueeze(-1))
-        v = v.squeeze(-1) * dm
-        a = (s @ v.unsqueeze(-1)).squeeze(-1)
-        c = b - (s @ w.unsqueeze(-1)).squeeze(-1)
+        m = ss * (dm.unsqueeze(-1) * dm.unsqueeze(-2)) + eye * (1.0 - dm).unsqueeze(-1)
+        v, info = torch.linalg.solve_ex(m, dm * sign)
+        v = v * dm
+        a = _mv(ss, v)
+        c = bb - _mv(ss, w)
         lam_ = lam.unsqueeze(-1)
         num1, num2 = (lam_ - c).clamp_min(0.0), (lam_ + c).clamp_min(0.0)
+        inf = torch.full_like(c, float("inf"))
         d1 = torch.where(1.0 - a > 1e-12, num1 / (1.0 - a).clamp_min(1e-12), inf)
         d2 = torch.where(1.0 + a > 1e-12, num2 / (1.0 + a).clamp_min(1e-12), inf)
         dj = torch.where(act, inf, torch.minimum(d1, d2))
@@ -91,27 +102,34 @@ def lasso_homotopy(s: torch.Tensor, b: torch.Tensor, alpha: float,
         join_step, join_j = dj.min(-1)
         drop_step, drop_j = dd.min(-1)
         target = lam - alpha
-        step = torch.minimum(torch.minimum(join_step, drop_step), target)
-        step = torch.where(done | (info != 0), torch.zeros_like(step), step)
+        ok = info == 0
+        step = torch.where(ok, torch.minimum(torch.minimum(join_step, drop_step), target), torch.zeros_like(lam))
         w = w + step.unsqueeze(-1) * v
         lam = lam - step
-        is_target = (target <= torch.minimum(join_step, drop_step)) & ~done
-        is_drop = (drop_step < join_step) & ~is_target & ~done & (info == 0)
-        is_join = ~is_drop & ~is_target & ~done & (info == 0)
-        rows = torch.arange(bsz, device=b.device)
+        is_target = (target <= torch.minimum(join_step, drop_step)) & ok
+        is_drop = (drop_step < join_step) & ~is_target & ok
+        is_join = ~is_drop & ~is_target & ok
+        rows = torch.arange(idx.numel(), device=b.device)
         cj = c[rows, join_j] - step * a[rows, join_j]
         act[rows[is_join], join_j[is_join]] = True
         sign[rows[is_join], join_j[is_join]] = torch.sign(cj[is_join])
         act[rows[is_drop], drop_j[is_drop]] = False
         sign[rows[is_drop], drop_j[is_drop]] = 0.0
         w[rows[is_drop], drop_j[is_drop]] = 0.0
-        done = done | is_target | (info != 0)
-    return w, done
+        stop = is_target | ~ok
+        if bool(stop.any()):
+            w_out[idx[stop]] = w[stop]
+            finished[idx[is_target]] = True
+            keep = ~stop
+            idx, ss, bb, lam, w, act, sign = idx[keep], ss[keep], bb[keep], lam[keep], w[keep], act[keep], sign[keep]
+    if idx.numel() > 0:
+        w_out[idx] = w
+    return w_out, finished
 
 
 def _kkt_ok(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor, alpha: float, rtol: float = 1e-9) -> torch.Tensor:
     """(B,) bool: |b - S w| <= alpha off the support and = alpha sign(w) on it (to rtol)."""
-    c = b - (s @ w.unsqueeze(-1)).squeeze(-1)
+    c = b - _mv(s, w)
     tol = rtol * max(alpha, 1.0) + 1e-12
     on = w != 0
     ok_on = (~on | ((c - alpha * torch.sign(w)).abs() <= tol)).all(-1)
