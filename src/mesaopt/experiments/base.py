@@ -162,7 +162,10 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
             raise CheckpointError(f"cannot resume: '{out}' has no {CONFIG_FILE} (not a mesaopt run folder)")
         if overrides or config_path is not None:
             raise ConfigError("--resume continues the config saved in the run folder; drop --set/-c")
-        cfg = build_config(exp.config_cls, load_yaml(saved), where=f"saved config in {saved}")
+        data = load_yaml(saved)
+        if data.pop("experiment", name) != name:
+            raise ConfigError(f"cannot resume: '{out}' holds a run of a different experiment, not {name!r}")
+        cfg = build_config(exp.config_cls, data, where=f"saved config in {saved}")
     else:
         cfg = config if config is not None else make_config(name, overrides, config_path, quick)
         out = Path(out) if out is not None else default_out(name)
