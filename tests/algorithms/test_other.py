@@ -72,14 +72,19 @@ def test_dmmse_matches_explicit_posterior(sigma):
         torch.testing.assert_close(w, b.params["w"], atol=1e-10, rtol=0)
 
 
-def test_dmmse_quadratic_form_path_matches_residual_path():
+def test_dmmse_batch_chunking_is_invisible(monkeypatch):
+    import mesaopt.algorithms.other as other
+
     g = torch.Generator().manual_seed(1)
-    pool = torch.randn(3000, 4, generator=g, dtype=torch.float64)
-    x, y, _ = _data(2, 30, 4, seed=3)
+    pool = torch.randn(300, 4, generator=g, dtype=torch.float64)
+    x, y, _ = _data(5, 12, 4, seed=3)
     alg = A.DMMSE(pool, 2.0)
-    big = alg.fit(x, y)  # 30 * 3000 > 2^16: quadratic-form path
-    for i in range(2):
-        np.testing.assert_allclose(big[i].numpy(), _np_dmmse(x[i].numpy(), y[i].numpy(), pool.numpy(), 2.0),
+    full, full_pre = alg.fit(x, y), alg.prefix(x, y)
+    monkeypatch.setattr(other, "PREFIX_CHUNK_ELEMS", 1000)  # chunks of one sequence
+    torch.testing.assert_close(alg.fit(x, y), full, atol=1e-14, rtol=0)
+    torch.testing.assert_close(alg.prefix(x, y), full_pre, atol=1e-14, rtol=0)
+    for i in range(5):
+        np.testing.assert_allclose(full[i].numpy(), _np_dmmse(x[i].numpy(), y[i].numpy(), pool.numpy(), 2.0),
                                    atol=1e-10)
 
 

@@ -128,16 +128,13 @@ class DMMSE(LinearAlgorithm):
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         pool = self._pool_for(x)
-        res = y.unsqueeze(-1) - torch.einsum("bnd,md->bnm", x, pool) if x.shape[1] * pool.shape[0] <= (1 << 16) \
-            else None
-        if res is not None:
-            err = (res * res).sum(1)
-        else:  # quadratic form: ||y||^2 - 2 w^T X^T y + w^T X^T X w, memory O(B (M + d^2))
-            s = x.transpose(1, 2) @ x
-            xty = torch.einsum("bnd,bn->bd", x, y)
-            err = ((y * y).sum(1, keepdim=True) - 2.0 * xty @ pool.T
-                   + torch.einsum("md,bde,me->bm", pool, s, pool)).clamp_min(0.0)
-        return _posterior_weights(err, self.noise_std) @ pool
+        b, n, _ = x.shape
+        chunk = max(1, PREFIX_CHUNK_ELEMS // max(1, n * pool.shape[0]))  # bounds the (b, N, M) residuals
+        outs = []
+        for s in range(0, b, chunk):
+            res = y[s : s + chunk].unsqueeze(-1) - torch.einsum("bnd,md->bnm", x[s : s + chunk], pool)
+            outs.append(_posterior_weights((res * res).sum(1), self.noise_std) @ pool)
+        return torch.cat(outs, dim=0)
 
     def _fit_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         return self._fit(x, y)  # zero rows add zero squared error
