@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -71,7 +71,12 @@ def leaf_paths(cls: type[BaseModel], prefix: str = "") -> list[str]:
     for name, f in cls.model_fields.items():
         ann = f.annotation
         path = f"{prefix}{name}"
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        inner = [a for a in get_args(ann) if a is not type(None)]
+        if len(inner) == 1 and len(get_args(ann)) == 2 and isinstance(inner[0], type) \
+                and issubclass(inner[0], BaseModel):  # Optional[Model]: the field itself and its leaves
+            paths.append(path)
+            paths.extend(leaf_paths(inner[0], path + "."))
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             paths.extend(leaf_paths(ann, path + "."))
         else:
             paths.append(path)
