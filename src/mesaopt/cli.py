@@ -214,6 +214,35 @@ def compare_cmd(
     Console().print(table)
 
 
+@app.command("svm")
+def svm_cmd(
+    param: str = typer.Option("W", "--param", help="parametrization: W (Frobenius SVM) or KQ (nuclear SVM)"),
+    n: int = typer.Option(4, "--n", help="sequences"),
+    T: int = typer.Option(6, "--T", help="tokens per sequence"),
+    d: int = typer.Option(8, "--d", help="token dimension"),
+    seed: int = typer.Option(0, "--seed", help="seed of the problem and the initialization"),
+    steps: int = typer.Option(2000, "--steps", help="normalized GD iterations"),
+    lr: float = typer.Option(0.1, "--lr", help="normalized GD step size"),
+    json_: bool = typer.Option(False, "--json", help="print the result as JSON to stdout and nothing else"),
+) -> None:
+    """Train one attention layer by normalized GD and compare its direction with the Att-SVM solution."""
+    import json
+
+    from mesaopt.svm import implicit_bias_demo
+
+    res = implicit_bias_demo(param=param, n=n, T=T, d=d, seed=seed, steps=steps, lr=lr, progress=not json_)
+    if json_:
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
+    table = Table(title=f"GD on {param} vs Att-SVM ({res['norm']}), n={n} T={T} d={d} seed={seed}",
+                  header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for k, v in res.items():
+        if k not in ("param", "norm", "n", "T", "d", "seed"):
+            table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
 def _fail(msg: str, code: int) -> None:
     line = " ".join(str(msg).split())
     from rich.markup import escape
