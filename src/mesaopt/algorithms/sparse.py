@@ -88,8 +88,8 @@ def lasso_homotopy(s: torch.Tensor, b: torch.Tensor, alpha: float,
             break
         dm = act.to(b.dtype)
         m = ss * (dm.unsqueeze(-1) * dm.unsqueeze(-2)) + eye * (1.0 - dm).unsqueeze(-1)
-        v, info = torch.linalg.solve_ex(m, dm * sign)
-        v = v * dm
+        chol, info = torch.linalg.cholesky_ex(m)  # SPD iff S_AA is
+        v = torch.cholesky_solve((dm * sign).unsqueeze(-1), chol).squeeze(-1) * dm
         a = _mv(ss, v)
         c = bb - _mv(ss, w)
         lam_ = lam.unsqueeze(-1)
