@@ -275,10 +275,9 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
                                "loss_count": loss_count, "wall_s": wall_offset + time.perf_counter() - t0})
         last_good = step
 
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    bad_loss = torch.zeros((), dtype=torch.float32, device=device)
-    bad_gn = torch.zeros((), dtype=torch.float32, device=device)
+    pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, grad norm) since the last check
     last_loss: float | None = None
+    last_bar = 0.0
     bar = _Bar(progress, cfg.steps, start)
     try:
         with bar:
@@ -297,13 +296,12 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
                 gn = _grad_norm(params, cfg.grad_clip)
                 opt.step()
 
-                # NaN guard without a host sync: remember the first non-finite step on the device
-                ld = loss.detach().float()
-                nonfinite = ~(torch.isfinite(ld) & torch.isfinite(gn))
-                first = nonfinite & (bad_step < 0)
-                bad_step = torch.where(first, torch.full_like(bad_step, step), bad_step)
-                bad_loss = torch.where(first, ld, bad_loss)
-                bad_gn = torch.where(first, gn.float(), bad_gn)
+                # NaN guard without a per-step host sync: keep references to this step's loss and grad norm
+                # and inspect them all at the next check step
+                ld = loss.detach()
+                if ld.dtype != torch.float32:
+                    ld = ld.float()
+                pending.append((step, ld, gn))
                 loss_sum = ld if loss_sum is None else loss_sum + ld
                 loss_count += 1
 
@@ -312,9 +310,10 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
                 is_ckpt = out_p is not None and ((cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0)
                                                  or step == end)
                 if is_log or is_eval or is_ckpt or step % cfg.nan_check_every == 0:
-                    b = int(bad_step.item())
-                    if b >= 0:
-                        lv, gv = float(bad_loss.item()), float(bad_gn.item())
+                    bad = _first_nonfinite(pending)
+                    pending.clear()
+                    if bad is not None:
+                        b, lv, gv = bad
                         what = f"loss became {lv}" if not math.isfinite(lv) else f"grad norm became {gv}"
                         msg = f"{what} at step {b}; " + _kept(out_p, last_good) + "; lower lr or set grad_clip"
                         emit({"step": b, "diverged": msg, "wall": round(wall_offset + time.perf_counter() - t0, 3)})
@@ -332,7 +331,8 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
                     emit(rec)
                     info = f"loss {last_loss:.4g}" + (f" eval {rec['eval_loss']:.4g}" if "eval_loss" in rec else "")
                     bar.update(step, info)
-                elif bar.enabled:
+                elif bar.enabled and time.perf_counter() - last_bar > 0.1:
+                    last_bar = time.perf_counter()
                     bar.update(step)
                 if is_ckpt:
                     checkpoint(step)
@@ -346,6 +346,18 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
     return TrainResult(model=model, history=history, step=step_done, final=final, out=out_p,
                        wall_s=round(wall_offset + time.perf_counter() - t0, 3), resumed_from=resumed_from,
                        completed=step_done >= cfg.steps)
+
+
+def _first_nonfinite(pending: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[int, float, float] | None:
+    """(step, loss, grad norm) of the first entry whose loss or grad norm is NaN/inf, else None (one host sync)."""
+    if not pending:
+        return None
+    vals = torch.stack([torch.stack([ld, gn.to(ld.dtype)]) for _, ld, gn in pending])  # (k, 2)
+    ok = torch.isfinite(vals).all(dim=1)
+    if bool(ok.all()):
+        return None
+    i = int((~ok).nonzero()[0, 0])
+    return pending[i][0], float(vals[i, 0]), float(vals[i, 1])
 
 
 def _kept(out: Path | None, last_good: int | None) -> str:
