@@ -146,3 +146,15 @@ def test_dropout_rng_is_seeded_by_config_and_restored_on_resume(tmp_path):
     # without a restored RNG state the dropout masks after step 6 would differ: check the masks matter
     nodrop = train(TinyGD(3), TASK, cfg, progress=False)
     assert not torch.equal(nodrop.model.W, ref.model.W)
+
+
+@pytest.mark.parametrize("update", [{"optimizer": "adam"}, {"optimizer": "sgd", "momentum": 0.9},
+                                    {"optimizer": "sgd"}, {"dtype": "float64", "objective": "prefix"}])
+def test_resume_bitwise_other_optimizers_and_dtypes(tmp_path, update):
+    cfg = CFG.model_copy(update={"steps": 12, **update})
+    cfg = TrainConfig(**cfg.model_dump())  # re-validate the combination
+    ref = train(TinyGD(3), TASK, cfg, progress=False)
+    train(TinyGD(3), TASK, cfg, out=tmp_path, progress=False, stop_at=7)
+    res = train(TinyGD(3), TASK, cfg, out=tmp_path, resume=True, progress=False)
+    _assert_same(res.model, ref.model)
+    assert res.model.W.dtype == (torch.float64 if update.get("dtype") == "float64" else torch.float32)
