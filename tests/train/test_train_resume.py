@@ -158,3 +158,16 @@ def test_resume_bitwise_other_optimizers_and_dtypes(tmp_path, update):
     res = train(TinyGD(3), TASK, cfg, out=tmp_path, resume=True, progress=False)
     _assert_same(res.model, ref.model)
     assert res.model.W.dtype == (torch.float64 if update.get("dtype") == "float64" else torch.float32)
+
+
+def test_resume_after_kill_between_checkpoint_renames(tmp_path, reference):
+    ref, _ = reference
+    train(TinyGD(3), TASK, CFG, out=tmp_path, eval_fn=_eval_fn(), progress=False, stop_at=20)
+    # the swap of a newer checkpoint died after "ckpt -> ckpt.old" and before "ckpt.tmp -> ckpt" (tmp incomplete)
+    (tmp_path / "ckpt").rename(tmp_path / "ckpt.old")
+    (tmp_path / "ckpt.tmp").mkdir()
+    (tmp_path / "ckpt.tmp" / "model.safetensors").write_bytes(b"partial")
+    res = train(TinyGD(3), TASK, CFG, out=tmp_path, resume=True, eval_fn=_eval_fn(), progress=False)
+    assert res.resumed_from == 20
+    _assert_same(res.model, ref.model)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt")) == ["ckpt"]
