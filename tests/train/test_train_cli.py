@@ -58,10 +58,11 @@ def test_resume_finished_run_and_errors(tmp_path, capsys):
     main(["train", "--resume", str(out), "--json"])
     again = json.loads(capsys.readouterr().out)
     assert again["metrics"] == first["metrics"]
+    saved = (out / "config.yaml").read_text()
     cases = [
         (["train", "--resume", str(tmp_path / "missing")], "does not exist"),
         (["train", "--resume", str(out), "--set", "lr=1"], "drop -c/--set"),
-        (["train", "-c", str(cfg), "--out", str(out)], "already holds a checkpoint"),
+        (["train", "-c", str(cfg), "--out", str(out), "--set", "lr=0.3"], "already holds a checkpoint"),
         (["train", "-c", str(cfg), "--set", "lr=-1", "--out", str(tmp_path / "x")], "train.lr"),
         (["train", "-c", str(cfg), "--set", "nosuchkey=1"], "unknown key"),
         (["train"], "needs -c"),
@@ -73,6 +74,7 @@ def test_resume_finished_run_and_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert match in " ".join(err.split()) and err.strip().startswith("error:"), (argv, err)
         assert len(err.strip().splitlines()) <= 2  # one logical line (rich may soft-wrap nothing)
+    assert (out / "config.yaml").read_text() == saved  # a refused run never touches the existing one
 
 
 def test_make_job_overrides(tmp_path):

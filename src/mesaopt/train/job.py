@@ -15,6 +15,7 @@ from mesaopt.config import build_config, set_dotted
 from mesaopt.errors import CheckpointError, ConfigError
 from mesaopt.experiments.base import CONFIG_FILE, Results, list_artifacts
 from mesaopt.io import RESULTS_FILE, atomic_write_json, atomic_write_text, load_yaml
+from mesaopt.train.checkpoint import find_checkpoint
 from mesaopt.train.config import TrainJob
 from mesaopt.train.loop import TrainResult, train
 
@@ -108,6 +109,9 @@ def run_job(job: TrainJob | None = None, out: str | os.PathLike | None = None, r
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' exists and is not a directory")
     model, task = build_job(job)
+    if not resume and out.is_dir() and find_checkpoint(out) is not None:  # before config.yaml is overwritten
+        raise ConfigError(f"'{out}' already holds a checkpoint; continue it with --resume {out} "
+                          f"or use a fresh --out")
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({"experiment": EXPERIMENT, **job.model_dump(mode="json")},
