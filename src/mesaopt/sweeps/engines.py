@@ -145,10 +145,15 @@ class RayEngine:
         started = False
         if not ray.is_initialized():
             kw: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-            if self.address:
-                ray.init(address=self.address, **kw)
-            else:
-                ray.init(include_dashboard=False, **kw)
+            try:
+                if self.address:
+                    ray.init(address=self.address, **kw)
+                else:
+                    ray.init(include_dashboard=False, **kw)
+            except Exception as e:  # noqa: BLE001 - ray raises plain Exception on startup timeouts
+                where = f"connect to Ray at {self.address!r}" if self.address else "start a local Ray instance"
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ConfigError(f"could not {where}: {first}") from None
             started = True
         total = float(ray.cluster_resources().get("CPU", 0.0))
         if total < self.cpus:
