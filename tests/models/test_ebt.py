@@ -227,3 +227,18 @@ def test_replay_buffer_is_fifo_and_samples_rows(gen):
         rb.add(torch.zeros(1, 3, 3), torch.zeros(1, 3), torch.zeros(1, 1, 3), torch.zeros(1, 1), torch.zeros(1, 1))
     with pytest.raises(ConfigError):
         ReplayBuffer(0)
+
+
+def test_differentiable_prediction_gives_query_sensitivity(gen):
+    m = _model(init="zeros")
+    cx, cy, qx, _ = _data(gen, q=2)
+    qx = qx.clone().requires_grad_(True)
+    pred = m.predict(cx, cy, qx, steps=2, create_graph=True)
+    (g,) = torch.autograd.grad(pred.sum(), qx)
+    h = 1e-6
+    e = torch.zeros_like(qx)
+    e[:, 1, 2] = h
+    with torch.no_grad():
+        fd = (m.predict(cx, cy, qx + e, steps=2) - m.predict(cx, cy, qx - e, steps=2))[:, 1] / (2 * h)
+    torch.testing.assert_close(g[:, 1, 2], fd, rtol=1e-5, atol=1e-7)
+    assert not m.predict(cx, cy, qx, steps=2).requires_grad

@@ -263,13 +263,15 @@ class EBT(nn.Module):
     def predict(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor, steps: int | None = None,
                 n_samples: int = 1, self_verify: bool = True, init: InitKind | torch.Tensor | None = None,
                 noise_std: float = 0.0, generator: torch.Generator | None = None,
-                return_trajectory: bool = False) -> torch.Tensor | EBTOutput:
+                return_trajectory: bool = False, create_graph: bool = False) -> torch.Tensor | EBTOutput:
         """System-2 inference: (B,N,d), (B,N), (B,Q,d) -> ŷ (B,Q) after ``steps`` (default: trained) steps.
 
         ``init``: "zeros" | "noise" | a tensor (B,Q) of initial guesses (then ``n_samples`` must be 1).
         ``n_samples`` K > 1: K initial guesses per query (init "noise" unless given); ``self_verify`` keeps the
         final candidate of lowest energy, otherwise the K finals are averaged. ``noise_std``: Langevin noise.
         ``return_trajectory``: an EBTOutput with the (selected) iterates (S+1,B,Q) and their energies (S+1,B,Q).
+        ``create_graph``: keep the whole descent differentiable w.r.t. the inputs and weights (e.g. for the
+        sensitivity dŷ/dx_q of ``mesaopt.analysis.metrics``); by default everything returned is detached.
         """
         self._check(ctx_x, ctx_y, qry_x)
         s = self.steps if steps is None else steps
@@ -292,11 +294,12 @@ class EBT(nn.Module):
             y0 = self.initial_guess((b, k * q), ctx_x, kind, generator)
         with torch.enable_grad():
             ctx_tok, qry_tok = _tokens(ctx_x, ctx_y, qry_x)
-            with torch.no_grad():
+            with torch.set_grad_enabled(create_graph):
                 cache = self.backbone.encode_context(ctx_tok)
             qry_rep = qry_tok.repeat(1, k, 1)  # (B, K*Q, d+1); sample j of query i sits at j*Q + i
-            ys, es = self._descend(cache, qry_rep, y0, s, self.alpha.detach(), noise_std, generator,
-                                   create_graph=False, detach_steps=True,
+            alpha = self.alpha if create_graph else self.alpha.detach()
+            ys, es = self._descend(cache, qry_rep, y0, s, alpha, noise_std, generator,
+                                   create_graph=create_graph, detach_steps=not create_graph,
                                    final_energy=return_trajectory or (k > 1 and self_verify))
         traj = torch.stack(ys).view(s + 1, b, k, q)
         if k == 1:

@@ -1,0 +1,428 @@
+"""ebt-system2: energy-based transformers (arXiv 2507.02092) on in-context regression, error vs thinking steps.
+
+For each task (linear regression and Garg's 2-layer ReLU network, both scaled so that Var(y) = 1 and the
+zero predictor has MSE 1) we train an EBT (``mesaopt.models.EBT``) and its feed-forward twin (``EBTFeedForward``,
+the same backbone read out directly: the "standard transformer" of equal size) on the SAME batches for the
+same number of updates, then measure the query MSE
+
+* after S = 0 .. 2×(trained steps) descent steps (System 2: more steps than trained),
+* with self-verification (best of K random initial guesses by energy) vs one guess,
+* in distribution (ID) and out of distribution: larger label noise (``ood_noise``) and longer contexts
+  (``ood_long``) than trained,
+* against the feed-forward transformer, Bayes-optimal ridge and (linear task) K steps of GD, and the
+  agreement of the EBT's step-s predictor with GD/ridge (``pred_diff``, ``sens_cos``).
+
+All errors are MSE (not ½·MSE) against the (possibly noisy) query labels. EBT training uses the paper's
+stabilisers (loss averaged over steps, random extra steps, random step size, Langevin noise, replay buffer,
+α learning-rate multiplier); it is a dedicated loop because the generic ``mesaopt.train.train`` objective
+only sees the final prediction (the EBT's training-mode ``forward`` supports that trainer too).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mesaopt import plotting
+from mesaopt.algorithms import GD, BayesRidge, Ridge
+from mesaopt.analysis import metrics
+from mesaopt.config import StrictModel
+from mesaopt.errors import ConfigError, TrainingDiverged
+from mesaopt.experiments.base import ExperimentConfig, RunContext, register
+from mesaopt.io import append_jsonl, read_jsonl
+from mesaopt.models.ebt import EBT, EBTFeedForward, ReplayBuffer
+from mesaopt.seeding import derive_seed, generator
+from mesaopt.tasks import Task, build
+from mesaopt.train.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint
+from mesaopt.train.schedules import lr_factor
+
+TaskName = Literal["linear", "relu2"]
+CONDITIONS = ("id", "ood_noise", "ood_long")
+
+
+class BackboneConfig(StrictModel):
+    """Transformer size shared by the EBT and the feed-forward baseline."""
+
+    dim: int = Field(32, ge=1, description="model width")
+    layers: int = Field(2, ge=1, description="transformer blocks")
+    heads: int = Field(4, ge=1, description="attention heads (must divide dim)")
+    mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / dim")
+
+
+class EBTConfig(StrictModel):
+    """EBT inference/training hyper-parameters (names follow the paper's code where they exist)."""
+
+    steps: int = Field(4, ge=1, description="trained number of descent steps S (mcmc_num_steps)")
+    alpha_init: float = Field(0.5, gt=0, description="initial step size alpha (mcmc_step_size)")
+    alpha_learnable: bool = Field(True, description="learn alpha (mcmc_step_size_learnable)")
+    alpha_max: float = Field(10.0, gt=0, description="alpha is clamped to [1e-4, alpha_max]")
+    init: Literal["zeros", "noise"] = Field("noise", description="initial guess: zeros or N(0, init_std^2)")
+    init_std: float = Field(1.0, ge=0, description="std of the random initial guesses")
+    langevin_std: float = Field(0.01, ge=0, description="Langevin noise std added before each training step")
+    rand_steps: int = Field(2, ge=0, description="training uses S + U{0..rand_steps} steps")
+    rand_alpha_scale: float = Field(2.0, ge=1, description="training alpha ~ U[alpha/r, alpha*r] per sequence")
+    max_step_change: float | None = Field(None, gt=0, description="clamp |alpha*grad| per step (None = off)")
+    detach_steps: bool = Field(True, description="detach ŷ between steps (paper default) or full unroll")
+    loss_steps: Literal["all", "final"] = Field("all", description="MSE averaged over all steps or final only")
+
+
+class FitConfig(StrictModel):
+    """Optimisation shared by both models (same batches, same number of updates)."""
+
+    steps: int = Field(1500, ge=1, description="optimizer updates")
+    batch_size: int = Field(64, ge=1, description="contexts per batch")
+    n_queries: int = Field(8, ge=1, description="independent queries per context")
+    lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    schedule: Literal["constant", "cosine", "linear"] = Field("cosine", description="lr schedule after warmup")
+    warmup_steps: int = Field(100, ge=0, description="linear lr warmup")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr / peak lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="global grad-norm clip (None = off)")
+    alpha_lr_mult: float = Field(10.0, gt=0, description="lr multiplier of the EBT step size alpha")
+    replay_fraction: float = Field(0.25, ge=0, lt=1, description="share of each EBT batch from the replay buffer")
+    replay_size: int = Field(4096, ge=1, description="replay buffer capacity (contexts)")
+    ckpt_every: int = Field(500, ge=0, description="checkpoint every k updates (0 = end only)")
+    log_every: int = Field(25, ge=1, description="metrics.jsonl record every k updates")
+
+
+class EBTSystem2Config(ExperimentConfig):
+    """Config of ``ebt-system2``."""
+
+    tasks: list[TaskName] = Field(default_factory=lambda: ["linear", "relu2"], description="task families")
+    d: int = Field(5, ge=1, description="input dimension")
+    n_context: int = Field(15, ge=1, description="trained number of in-context examples N")
+    noise_std: float = Field(0.0, ge=0, description="label noise std during training (and ID evaluation)")
+    ood_noise_std: float = Field(0.5, ge=0, description="label noise std of the ood_noise condition")
+    ood_n_context: int = Field(30, ge=1, description="context length of the ood_long condition")
+    relu_hidden: int = Field(100, ge=1, description="hidden units of the relu2 target networks")
+    model: BackboneConfig = Field(default_factory=BackboneConfig)
+    ebt: EBTConfig = Field(default_factory=EBTConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    eval_batch_size: int = Field(512, ge=8, description="contexts per evaluation condition")
+    eval_queries: int = Field(8, ge=1, description="queries per evaluation context")
+    n_samples: int = Field(8, ge=2, description="self-verification: initial guesses per query (K)")
+    steps_factor: int = Field(2, ge=1, description="evaluate S = 0 .. steps_factor x trained steps")
+    analysis_batch_size: int = Field(256, ge=8, description="contexts for the GD/ridge agreement analysis")
+    threads: int = Field(1, ge=1, description="torch intra-op threads during the run (tiny models: 1 is fastest; "
+                                             "restored afterwards)")
+
+
+# --------------------------------------------------------------------------------------------- tasks & models
+
+def make_task(name: str, cfg: EBTSystem2Config, noise_std: float) -> Task:
+    """The task family ``name`` scaled so that Var(y) = 1 (w ~ N(0, I/d); relu2 output scale 1/sqrt(d))."""
+    if name == "linear":
+        return build({"kind": "linear", "d": cfg.d, "noise_std": noise_std, "w_scale": cfg.d ** -0.5})
+    return build({"kind": "relu2", "d": cfg.d, "hidden": cfg.relu_hidden, "scale": cfg.d ** -0.5,
+                  "noise_std": noise_std})
+
+
+def make_models(cfg: EBTSystem2Config, seed: int) -> tuple[EBT, EBTFeedForward]:
+    """EBT and its feed-forward twin, initialised from the same seed (identical backbone weights)."""
+    size = cfg.model.model_dump()
+    torch.manual_seed(seed)
+    ebt = EBT(d=cfg.d, **size, **cfg.ebt.model_dump())
+    torch.manual_seed(seed)
+    ff = EBTFeedForward(d=cfg.d, **size)
+    return ebt, ff
+
+
+def ridge_for(task: Task) -> Ridge:
+    """Linear baseline: Bayes-optimal ridge for linear tasks; for relu2 ridge with the variance-matched linear
+    prior w ~ N(0, I/d) (lam = d * noise_std^2, i.e. min-norm least squares without noise)."""
+    if task.kind == "linear":
+        return BayesRidge.for_task(task)
+    return Ridge(lam=task.d * task.noise_std ** 2)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def _progress(enabled: bool, label: str, total: int, start: int) -> Progress:
+    prog = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True),
+                    disable=not enabled, transient=False)
+    prog.add_task(label, total=total, completed=start, info="")
+    return prog
+
+
+def fit(model: EBT | EBTFeedForward, task: Task, cfg: EBTSystem2Config, out: Path, seed_name: str,
+        resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Train ``model`` on batches (B, N+Q) from ``task``; checkpoints + metrics.jsonl in ``out``; returns stats.
+
+    The data stream depends only on (seed, ``seed_name``), so an EBT and its twin see identical batches.
+    EBT batches mix fresh contexts with replay-buffer contexts started from their earlier final predictions.
+    ``resume`` continues from ``out/ckpt`` (the replay buffer restarts empty; all other state is restored).
+    """
+    fc = cfg.fit
+    is_ebt = isinstance(model, EBT)
+    n, q = cfg.n_context, fc.n_queries
+    alpha = [p for name, p in model.named_parameters() if name == "alpha_raw" and p.requires_grad]
+    rest = [p for name, p in model.named_parameters() if name != "alpha_raw" and p.requires_grad]
+    groups = [{"params": rest, "lr": fc.lr}] + ([{"params": alpha, "lr": fc.lr * fc.alpha_lr_mult}] if alpha else [])
+    base_lrs = [g["lr"] for g in groups]
+    opt = torch.optim.AdamW(groups, lr=fc.lr, weight_decay=fc.weight_decay)
+    data_gen = generator(cfg.seed, "train", seed_name)
+    noise_gen = generator(cfg.seed, "ebt-noise", seed_name)
+    gens = {"data": data_gen, "noise": noise_gen}
+    start, spent = 0, 0.0
+    if find_checkpoint(out, repair=True) is not None:
+        _, st = read_state(out)
+        if st["step"] >= fc.steps:  # finished earlier: reuse the trained weights
+            load_checkpoint(out, model)
+            model.eval()
+            return {"train_s": float(st.get("extra", {}).get("train_s", 0.0)), "step": float(st["step"])}
+        if not resume:
+            raise ConfigError(f"'{out}' holds a checkpoint at step {st['step']}; resume it (--resume) "
+                              f"or use a fresh --out folder")
+        state = load_checkpoint(out, model, opt, generators=gens)
+        start, spent = int(state["step"]), float(state.get("extra", {}).get("train_s", 0.0))
+    buffer = ReplayBuffer(fc.replay_size) if is_ebt and fc.replay_fraction > 0 else None
+    n_replay = int(round(fc.batch_size * fc.replay_fraction)) if buffer is not None else 0
+    t0 = time.perf_counter()
+    model.train()
+    with _progress(progress, f"{seed_name}", fc.steps, start) as prog:
+        for t in range(start, fc.steps):
+            f = lr_factor(fc.schedule, t, fc.steps, fc.warmup_steps, fc.min_lr_ratio)
+            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+                g["lr"] = lr * f
+            cx, cy, qx, qy = task.sample(fc.batch_size, n + q, data_gen).split(n)
+            rec: dict[str, float] = {"step": t + 1}
+            if is_ebt:
+                init = None
+                if buffer is not None and len(buffer) >= n_replay > 0:
+                    rcx, rcy, rqx, rqy, ry = buffer.sample(n_replay, noise_gen)
+                    keep = fc.batch_size - n_replay
+                    fresh = model.initial_guess((keep, q), cx, None, noise_gen)
+                    cx, cy = torch.cat([cx[:keep], rcx]), torch.cat([cy[:keep], rcy])
+                    qx, qy = torch.cat([qx[:keep], rqx]), torch.cat([qy[:keep], rqy])
+                    init = torch.cat([fresh, ry])
+                loss, info = model.loss(cx, cy, qx, qy, init=init, generator=noise_gen)
+                if buffer is not None:
+                    buffer.add(cx, cy, qx, qy, info["final"])
+                rec.update(first_mse=float(info["first_mse"]), final_mse=float(info["final_mse"]),
+                           alpha=float(model.alpha.detach()))
+            else:
+                loss = F.mse_loss(model(cx, cy, qx), qy)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            params = rest + alpha
+            gnorm = torch.nn.utils.clip_grad_norm_(params, fc.grad_clip if fc.grad_clip else math.inf)
+            if not (torch.isfinite(loss) and torch.isfinite(gnorm)):
+                raise TrainingDiverged(f"{seed_name}: loss or gradient became non-finite at step {t + 1}")
+            opt.step()
+            if (t + 1) % fc.log_every == 0 or t + 1 == fc.steps:
+                rec.update(loss=float(loss.detach()), grad_norm=float(gnorm), lr=fc.lr * f)
+                append_jsonl(out / "metrics.jsonl", rec)
+                prog.update(prog.task_ids[0], info=f"loss {float(loss.detach()):.4f}")
+            prog.advance(prog.task_ids[0])
+            if (fc.ckpt_every and (t + 1) % fc.ckpt_every == 0) or t + 1 == fc.steps:
+                save_checkpoint(out, model, t + 1, opt, task=task, generators=gens,
+                                extra={"train_s": spent + time.perf_counter() - t0, "fit": fc.model_dump(mode="json")})
+    model.eval()
+    return {"train_s": spent + time.perf_counter() - t0, "step": float(fc.steps)}
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+def _per_task_mse(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """(..., B, Q), (B, Q) -> per-context MSE (..., B) as float64 NumPy."""
+    return ((pred.double() - target.double()) ** 2).mean(-1).numpy()
+
+
+def evaluate_condition(ebt: EBT, ff: EBTFeedForward, task: Task, n_ctx: int, cfg: EBTSystem2Config,
+                       gen_name: tuple) -> dict:
+    """Errors of the EBT per step (with/without self-verification), the twin and ridge on one eval batch."""
+    s_max = cfg.steps_factor * ebt.steps
+    b = task.sample(cfg.eval_batch_size, n_ctx + cfg.eval_queries, generator(cfg.seed, "eval", *gen_name))
+    cx, cy, qx, qy = b.split(n_ctx)
+    out = ebt.predict(cx, cy, qx, steps=s_max, generator=generator(cfg.seed, "eval-init", *gen_name),
+                      return_trajectory=True)
+    per_step = _per_task_mse(out.trajectory, qy)  # (S+1, B)
+    sv_steps = sorted({1, ebt.steps, s_max})
+    sv = {}
+    for s in sv_steps:
+        p = ebt.predict(cx, cy, qx, steps=s, n_samples=cfg.n_samples, self_verify=True,
+                        generator=generator(cfg.seed, "eval-sv", s, *gen_name))
+        sv[s] = _per_task_mse(p, qy)
+    with torch.no_grad():
+        ff_err = _per_task_mse(ff(cx, cy, qx), qy)
+    ridge = ridge_for(task)
+    ridge_err = _per_task_mse(ridge(cx, cy, qx).to(qy.dtype), qy)
+    return {"per_step": per_step, "sv": sv, "ff": ff_err, "ridge": ridge_err,
+            "energy": out.energies.double().mean(dim=(1, 2)).numpy()}
+
+
+def analysis_vs_algorithms(ebt: EBT, task: Task, cfg: EBTSystem2Config) -> dict[str, float]:
+    """Agreement of the EBT's step-s predictor (zero initial guess) with s-step GD (fitted lr) and ridge."""
+    n = cfg.n_context
+    b = task.sample(cfg.analysis_batch_size, n + cfg.eval_queries, generator(cfg.seed, "analysis"))
+    cx, cy, qx, qy = b.split(n)
+    ridge = BayesRidge.for_task(task)
+    out: dict[str, float] = {}
+    for s in range(1, cfg.steps_factor * ebt.steps + 1):
+        def learner(a, b_, c, s=s):
+            return ebt.predict(a, b_, c, steps=s, init="zeros", create_graph=True)
+
+        gd = GD.fit_lr(task, steps=s, n_context=n, generator=generator(cfg.seed, "gd-lr", s), batch_size=2048)
+        res = metrics.compare({"ebt": learner, "gd": gd, "ridge": ridge}, cx, cy, qx, qy)
+        out[f"gd_lr_step{s}"] = float(gd.lr)
+        out[f"ebt_zero_init_err_at_steps_{s}"] = res["ebt_loss"]
+        out[f"gd_err_at_steps_{s}"] = res["gd_loss"]
+        for other in ("gd", "ridge"):
+            out[f"pred_diff_{other}_step{s}"] = res[f"pred_diff_ebt_{other}"]
+            out[f"sens_cos_{other}_step{s}"] = res[f"sens_cos_ebt_{other}"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+COND_STYLE = {"id": ("#1f77b4", "in distribution"), "ood_noise": ("#d62728", "OOD: label noise"),
+              "ood_long": ("#2ca02c", "OOD: longer context")}
+
+
+def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict[str, float] | None,
+             trained: int) -> None:
+    import matplotlib.pyplot as plt
+
+    plotting.paper_style()
+    names = list(evals)
+    s_max = cfg.steps_factor * trained
+    xs = np.arange(s_max + 1)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for cond in CONDITIONS:
+            ev = evals[name][cond]
+            color, label = COND_STYLE[cond]
+            plotting.band(ax, xs, ev["per_step"].T, label=f"EBT, {label}", color=color)
+            sv_s = sorted(ev["sv"])
+            ax.plot(sv_s, [ev["sv"][s].mean() for s in sv_s], ls="none", marker="*", ms=9, color=color,
+                    label=f"+ self-verify (K={cfg.n_samples})" if cond == "id" else None)
+            ax.axhline(ev["ff"].mean(), color=color, ls="--", lw=1.0,
+                       label="feed-forward transformer" if cond == "id" else None)
+            ax.axhline(ev["ridge"].mean(), color=color, ls=":", lw=1.0, label="Bayes ridge" if cond == "id" else None)
+        ax.axvline(trained, color="k", lw=0.8, alpha=0.5)
+        ax.text(trained, ax.get_ylim()[1], " trained steps", va="top", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xlabel("inference (System 2) steps")
+        ax.set_ylabel("query MSE")
+        ax.set_title(f"{name}: d={cfg.d}, N={cfg.n_context}")
+        ax.legend(fontsize=6)
+    plotting.save_figure(fig, ctx.path("ebt_error_vs_steps"))
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(names), 3.0))
+    width = 0.8 / len(CONDITIONS)
+    for i, cond in enumerate(CONDITIONS):
+        gains = []
+        for name in names:
+            e = evals[name][cond]["per_step"].mean(axis=1)
+            gains.append(100.0 * (1.0 - e[s_max] / e[1]))
+        ax.bar(np.arange(len(names)) + i * width, gains, width, color=COND_STYLE[cond][0], label=COND_STYLE[cond][1])
+    ax.set_xticks(np.arange(len(names)) + width, names)
+    ax.set_ylabel(f"% error reduction, 1 → {s_max} steps")
+    ax.set_title("Improvement from System 2 thinking")
+    ax.legend(fontsize=7)
+    plotting.save_figure(fig, ctx.path("ebt_thinking_gain"))
+
+    if analysis:
+        steps = np.arange(1, s_max + 1)
+        fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
+        for other, color in (("gd", plotting.PALETTE["gd"]), ("ridge", plotting.PALETTE["ridge"])):
+            axes[0].plot(steps, [analysis[f"sens_cos_{other}_step{s}"] for s in steps], marker="o", color=color,
+                         label=f"EBT vs {'GD (same #steps, fitted lr)' if other == 'gd' else 'Bayes ridge'}")
+            axes[1].plot(steps, [analysis[f"pred_diff_{other}_step{s}"] for s in steps], marker="o", color=color)
+        axes[0].set_ylabel("cosine sim. of sensitivities")
+        axes[1].set_ylabel("mean |prediction difference|")
+        for a in axes:
+            a.set_xlabel("EBT descent steps (zero initial guess)")
+            a.axvline(trained, color="k", lw=0.8, alpha=0.5)
+        axes[0].legend(fontsize=7)
+        fig.suptitle("EBT descent as an in-context algorithm (linear regression, ID)")
+        plotting.save_figure(fig, ctx.path("ebt_vs_algorithms"))
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4.0 * len(names), 3.0), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for kind, color in (("ebt", plotting.PALETTE["model"]), ("ff", plotting.PALETTE["gd"])):
+            p = ctx.out / name / kind / "metrics.jsonl"
+            if p.is_file():
+                hist = read_jsonl(p)
+                key = "final_mse" if kind == "ebt" else "loss"
+                ax.plot([r["step"] for r in hist], [r[key] for r in hist], color=color,
+                        label="EBT (final step)" if kind == "ebt" else "feed-forward")
+        ax.set_yscale("log")
+        ax.set_xlabel("training update")
+        ax.set_ylabel("training MSE")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    plotting.save_figure(fig, ctx.path("ebt_training"))
+
+
+# --------------------------------------------------------------------------------------------- run
+
+@register("ebt-system2", "Energy-based transformer: error vs inference steps, self-verification, ID vs OOD",
+          config=EBTSystem2Config,
+          quick={"fit.steps": 40, "fit.batch_size": 16, "fit.n_queries": 4, "fit.warmup_steps": 5,
+                 "fit.ckpt_every": 0, "fit.log_every": 5, "model.dim": 16, "model.heads": 2, "ebt.steps": 2,
+                 "ebt.rand_steps": 1, "eval_batch_size": 32, "eval_queries": 4, "n_samples": 4,
+                 "analysis_batch_size": 16, "d": 3, "n_context": 8, "ood_n_context": 16, "relu_hidden": 16})
+def run(cfg: EBTSystem2Config, ctx: RunContext) -> dict[str, float]:
+    """Train EBT + feed-forward twin per task, evaluate error vs steps ID/OOD, self-verification, GD/ridge match."""
+    if cfg.device != "cpu":
+        raise ConfigError(f"device must be 'cpu' for ebt-system2 (CPU-sized models), got {cfg.device!r}")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, ctx)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(cfg: EBTSystem2Config, ctx: RunContext) -> dict[str, float]:
+    m: dict[str, float] = {}
+    evals: dict[str, dict] = {}
+    analysis = None
+    trained = cfg.ebt.steps
+    s_max = cfg.steps_factor * trained
+    for name in cfg.tasks:
+        task = make_task(name, cfg, cfg.noise_std)
+        ebt, ff = make_models(cfg, seed=derive_seed(cfg.seed, "init", name) % (2**31))
+        st_e = fit(ebt, task, cfg, ctx.out / name / "ebt", name, ctx.resume, ctx.progress)
+        st_f = fit(ff, task, cfg, ctx.out / name / "ff", name, ctx.resume, ctx.progress)
+        m[f"{name}_ebt_train_s"], m[f"{name}_ff_train_s"] = st_e["train_s"], st_f["train_s"]
+        m[f"{name}_alpha"] = float(ebt.alpha.detach())
+        conds = {"id": (task, cfg.n_context),
+                 "ood_noise": (make_task(name, cfg, cfg.ood_noise_std), cfg.n_context),
+                 "ood_long": (task, cfg.ood_n_context)}
+        evals[name] = {}
+        for cond, (t, n_ctx) in conds.items():
+            ev = evaluate_condition(ebt, ff, t, n_ctx, cfg, (name, cond))
+            evals[name][cond] = ev
+            err = ev["per_step"].mean(axis=1)
+            pre = f"{name}_{cond}"
+            for s in range(s_max + 1):
+                m[f"{pre}_err_at_steps_{s}"] = float(err[s])
+                m[f"{pre}_energy_at_steps_{s}"] = float(ev["energy"][s])
+            for s, v in ev["sv"].items():
+                m[f"{pre}_sv_err_at_steps_{s}"] = float(v.mean())
+            m[f"{pre}_transformer_err"] = float(ev["ff"].mean())
+            m[f"{pre}_ridge_err"] = float(ev["ridge"].mean())
+            m[f"{pre}_monotone_to_trained"] = float(all(err[s + 1] <= err[s] for s in range(1, trained)))
+            m[f"{pre}_s2_gain"] = float(1.0 - err[s_max] / err[1])
+            m[f"{pre}_s2_gain_trained"] = float(1.0 - err[trained] / err[1])
+            m[f"{pre}_sv_gain"] = float(1.0 - ev["sv"][trained].mean() / err[trained])
+        if name == "linear":
+            analysis = analysis_vs_algorithms(ebt, task, cfg)
+            m.update({f"linear_id_{k}": v for k, v in analysis.items()})
+    first = cfg.tasks[0]
+    for s in range(s_max + 1):
+        m[f"err_at_steps_{s}"] = m[f"{first}_id_err_at_steps_{s}"]
+    _figures(ctx, cfg, evals, analysis, trained)
+    return m
