@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	rm -rf runs/demo
 	$(BIN)/mesaopt run vonoswald-gd --out runs/demo
 
 lint: $(STAMP)

@@ -37,6 +37,7 @@ BAD_INPUTS = [
     (["run", "vonoswald-gd", "--resume"], "--resume needs --out"),
     (["run", "vonoswald-gd", "--resume", "--out", "{emptydir}"], "cannot resume"),
     (["run", "vonoswald-gd", "--out", "{afile}"], "exists and is not a directory"),
+    (["run", "vonoswald-gd", "--out", "{oldrun}"], "already holds a run; continue it with --resume"),
     (["run", "vonoswald-gd", "--bogus-flag"], "No such option: --bogus-flag"),
     (["run"], "Missing argument"),
     (["no-such-command"], "No such command"),
@@ -50,9 +51,12 @@ def files(tmp_path):
     (tmp_path / "unknown.yaml").write_text("color: red\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text("experiment: vonoswald-gd\n")
     return {"missing": str(tmp_path / "missing.yaml"), "badyaml": str(tmp_path / "bad.yaml"),
             "listyaml": str(tmp_path / "list.yaml"), "unknownfield": str(tmp_path / "unknown.yaml"),
-            "emptydir": str(tmp_path / "empty"), "afile": str(tmp_path / "afile")}
+            "emptydir": str(tmp_path / "empty"), "afile": str(tmp_path / "afile"),
+            "oldrun": str(tmp_path / "old")}
 
 
 @pytest.mark.parametrize("argv, fragment", BAD_INPUTS, ids=[" ".join(a)[:60] for a, _ in BAD_INPUTS])

@@ -171,6 +171,8 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
         out = Path(out) if out is not None else default_out(name)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' exists and is not a directory")
+    if not resume and (out / CONFIG_FILE).exists():
+        raise ConfigError(f"--out '{out}' already holds a run; continue it with --resume or choose a fresh --out")
     out.mkdir(parents=True, exist_ok=True)
     import yaml
 
