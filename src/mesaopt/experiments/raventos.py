@@ -39,12 +39,23 @@ from mesaopt.io import atomic_write_text, to_json
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
 from mesaopt.train import TrainConfig, train
+from mesaopt.train.config import Objective, Schedule
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(steps=6000, batch_size=128, n_points=16, lr=1e-3, optimizer="adamw", weight_decay=0.0,
-                       schedule="warmup_cosine", warmup_steps=300, min_lr_ratio=0.05, grad_clip=1.0,
-                       eval_every=500, eval_batch_size=1024, ckpt_every=1000, objective="prefix", loss="mse")
+class RaventosTrainConfig(TrainConfig):
+    """TrainConfig with this experiment's defaults (so ``--set train.steps=...`` keeps the others)."""
+
+    steps: int = Field(6000, ge=1, description="number of optimizer updates")
+    batch_size: int = Field(128, ge=1, description="sequences per training batch")
+    n_points: int = Field(16, ge=1, description="set to k by the experiment")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    schedule: Schedule = Field("warmup_cosine", description="lr schedule after the linear warmup")
+    warmup_steps: int = Field(300, ge=0, description="linear warmup steps")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr / peak lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the global grad norm to this (None = off)")
+    eval_every: int = Field(500, ge=0, description="evaluate every k steps (0 = only at the end)")
+    ckpt_every: int = Field(1000, ge=0, description="checkpoint every k steps (0 = only at the end)")
+    objective: Objective = Field("prefix", description="prefix: loss over all K positions (set by the experiment)")
 
 
 class RaventosPoolConfig(ExperimentConfig):
@@ -58,7 +69,7 @@ class RaventosPoolConfig(ExperimentConfig):
     heads: int = Field(2, ge=1, description="GPT attention heads")
     width: int = Field(64, ge=1, description="GPT residual width")
     eval_batch_size: int = Field(2048, ge=16, description="sequences per evaluation set (pool and fresh)")
-    train: TrainConfig = Field(default_factory=_default_train,
+    train: RaventosTrainConfig = Field(default_factory=RaventosTrainConfig,
                                description="training (n_points := k, objective := prefix, seed := seed)")
 
 
@@ -119,7 +130,7 @@ class RaventosConfig(ExperimentConfig):
     heads: int = Field(2, ge=1, description="GPT attention heads")
     width: int = Field(64, ge=1, description="GPT residual width")
     eval_batch_size: int = Field(2048, ge=16, description="sequences per evaluation set")
-    train: TrainConfig = Field(default_factory=_default_train, description="training of every pool-size run")
+    train: RaventosTrainConfig = Field(default_factory=RaventosTrainConfig, description="training of every M run")
     engine: Literal["local", "ray"] = Field("local", description="sweep engine: local | ray")
     address: str | None = Field(None, description="Ray cluster address (engine ray), e.g. auto")
     max_parallel: int | None = Field(None, ge=1, description="trials at once (local default: cores)")
