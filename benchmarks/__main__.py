@@ -1,0 +1,66 @@
+"""``python -m benchmarks [NAME ...] [--quick] [--out DIR] [--threads N]``: run benchmarks, print one JSON object.
+
+Default: peaks, lsa, algorithms, gpt (``make bench``; <= 15 min on 2 idle cores). ``time-to-curve`` is the long
+GPT training run and only runs when named: ``python -m benchmarks time-to-curve [--budget-s S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+from benchmarks import BENCHMARKS
+from benchmarks.common import machine, matmul_peaks, out_dir, set_threads
+
+MODULES = {"peaks": "peaks", "lsa": "lsa", "algorithms": "algorithms", "gpt": "gpt", "time-to-curve": "time_to_curve"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the named benchmarks, print their JSON to stdout; returns the exit code."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help=f"benchmarks to run (default: {' '.join(BENCHMARKS)}; "
+                                            f"also: time-to-curve)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, seconds)")
+    ap.add_argument("--out", default=None, help="folder for plots and results.json (default benchmarks/results)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--no-plot", action="store_true", help="skip the figures")
+    ap.add_argument("--budget-s", type=float, default=7200.0, help="time-to-curve: wall-time budget in seconds")
+    ap.add_argument("--target", type=float, default=0.05, help="time-to-curve: normalised error to reach")
+    args = ap.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    bad = [n for n in names if n not in MODULES]
+    if bad:
+        print(f"error: unknown benchmark {bad[0]!r}; choose from {sorted(MODULES)}", file=sys.stderr)
+        return 2
+    set_threads(args.threads)
+    out = out_dir(args.out)
+    report: dict = {"machine": machine(), "quick": args.quick, "results": {}}
+    t0 = time.perf_counter()
+    peaks = None
+    if any(n in ("peaks", "lsa", "gpt") for n in names):
+        peaks = matmul_peaks(n=256 if args.quick else 1024, repeats=3 if args.quick else 5)
+    for name in names:
+        mod = importlib.import_module(f"benchmarks.{MODULES[name]}")
+        t = time.perf_counter()
+        kw = {"quick": args.quick, "out": out, "peaks": peaks, "plot": not args.no_plot}
+        if name == "time-to-curve":
+            kw = {"quick": args.quick, "out": out, "budget_s": args.budget_s, "target": args.target,
+                  "plot": not args.no_plot}
+        res = mod.run(**kw)
+        res["wall_s"] = round(time.perf_counter() - t, 2)
+        report["results"][name] = res
+        print(f"[bench] {name} done in {res['wall_s']} s", file=sys.stderr)
+    report["wall_s"] = round(time.perf_counter() - t0, 2)
+    report["machine_end"] = machine()
+    from mesaopt.io import atomic_write_json
+
+    atomic_write_json(out / ("results-quick.json" if args.quick else "results.json"), report)
+    print(json.dumps(report, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Shared helpers: interleaved timing, matmul peaks, FLOP counting, machine info."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """Core count, torch threads, load average and CPU capability (numbers are only comparable within a run)."""
+    try:
+        load = os.getloadavg()
+    except OSError:  # pragma: no cover - not on every platform
+        load = (float("nan"),) * 3
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # pragma: no cover
+        pass
+    return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_1m": round(load[0], 2),
+            "cpu": model or platform.processor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def compare(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
+            min_time: float = 0.0) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per call for each fn, measured round-robin so load drifts hit all alike.
+
+    Each repeat calls a function ``k`` times (k chosen so one repeat lasts >= ``min_time``) and records the mean.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    reps = {}
+    for name, fn in fns.items():
+        t = time_once(fn)
+        reps[name] = max(1, int(min_time / max(t, 1e-9))) if min_time > 0 else 1
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            k = reps[name]
+            t = time.perf_counter()
+            for _ in range(k):
+                fn()
+            times[name].append((time.perf_counter() - t) / k)
+    return {k: min(v) for k, v in times.items()}
+
+
+def median(xs: list[float]) -> float:
+    """Median of a non-empty list."""
+    return statistics.median(xs)
+
+
+def matmul_peaks(n: int = 1024, repeats: int = 5, dtypes: tuple[str, ...] = ("float32", "bfloat16"),
+                 budget_s: float = 20.0) -> dict[str, float]:
+    """Measured matmul GFLOP/s of an n x n x n product per dtype (best of ``repeats``, interleaved)."""
+    mats = {}
+    g = torch.Generator().manual_seed(0)
+    for name in dtypes:
+        dt = getattr(torch, name)
+        mats[name] = (torch.randn(n, n, generator=g).to(dt), torch.randn(n, n, generator=g).to(dt))
+    fns = {name: (lambda a=a, b=b: torch.mm(a, b)) for name, (a, b) in mats.items()}
+    # very slow dtypes (bf16 without native support) get a smaller problem so the budget holds
+    out = {}
+    for name, fn in list(fns.items()):
+        t = time_once(fn)
+        if t * repeats > budget_s / len(fns):
+            m = max(128, int(n * (budget_s / len(fns) / repeats / t) ** (1 / 3)))
+            a, b = mats[name][0][:m, :m].contiguous(), mats[name][1][:m, :m].contiguous()
+            fns[name] = lambda a=a, b=b: torch.mm(a, b)
+            out[f"{name}_n"] = m
+        else:
+            out[f"{name}_n"] = n
+    secs = compare(fns, repeats=repeats, warmup=1)
+    for name, s in secs.items():
+        m = out[f"{name}_n"]
+        out[f"{name}_gflops"] = round(2 * m**3 / s / 1e9, 2)
+    return out
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Matmul FLOPs of one call (forward and any backward inside ``fn``) by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch intra-op threads (None: leave as is); returns the count in use."""
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def out_dir(path: str | Path | None) -> Path:
+    """The results folder (created)."""
+    p = Path(path) if path is not None else RESULTS_DIR
+    p.mkdir(parents=True, exist_ok=True)
+    return p

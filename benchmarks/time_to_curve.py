@@ -1,0 +1,138 @@
+"""Time to the Garg curve: wall time until a GPT's normalised error on d=20 linear regression is <= 0.05 at 40
+in-context examples. Long (not in the default set): ``python -m benchmarks time-to-curve [--budget-s S]``.
+
+Recipe (``RECIPE``): a narrow GPT (6 layers, 2 heads, width 64; ~0.3M parameters) trained with AdamW on the prefix objective,
+Garg's curriculum compressed 10x (active dims 5 -> 20 by +1 and points 11 -> 41 by +2 every 200 steps), linear
+warmup then constant lr, batch 64, fp32 (bf16 autocast is slower than fp32 on CPUs without native bf16 matmul;
+see the ``gpt`` benchmark). Every ``eval_every`` steps the normalised error (MSE / d) at every prefix length is
+measured on a fixed 1000-sequence evaluation batch and appended, with the wall time, to ``time_to_curve.jsonl``
+in the output folder, so a run cut short still leaves its trajectory. The run stops at the target or the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import machine, out_dir
+
+RECIPE = {"d": 20, "points": 41, "layers": 6, "heads": 2, "width": 64, "batch": 64, "lr": 1e-3, "warmup": 500,
+          "dims": {"start": 5, "end": 20, "inc": 1, "interval": 200},
+          "curriculum_points": {"start": 11, "end": 41, "inc": 2, "interval": 200},
+          "eval_every": 200, "eval_batch": 1000, "at": 40, "seed": 0, "max_steps": 500_000}
+QUICK = {**RECIPE, "d": 4, "points": 9, "layers": 1, "heads": 2, "width": 16, "batch": 16, "warmup": 2,
+         "dims": {"start": 2, "end": 4, "inc": 1, "interval": 2},
+         "curriculum_points": {"start": 5, "end": 9, "inc": 2, "interval": 2}, "eval_every": 3, "eval_batch": 64,
+         "at": 8, "max_steps": 9}
+
+
+def fit_extrapolation(traj: list[dict], target: float) -> dict | None:
+    """Log-log linear fit of error vs wall time over the trajectory's last half (after the curriculum ends).
+
+    Returns the slope and the predicted wall seconds at which the error reaches ``target`` (None if no trend).
+    """
+    pts = [(r["wall_s"], r["err_at"]) for r in traj if r.get("full_curriculum") and r["err_at"] > 0]
+    pts = pts[len(pts) // 2:]
+    if len(pts) < 3:
+        return None
+    xs = [math.log(t) for t, _ in pts]
+    ys = [math.log(e) for _, e in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if var == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+    if slope >= 0:
+        return {"slope": slope, "predicted_wall_s": None, "points_used": len(pts)}
+    pred = math.exp(mx + (math.log(target) - my) / slope)
+    return {"slope": round(slope, 4), "predicted_wall_s": round(pred, 1), "points_used": len(pts)}
+
+
+def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 7200.0, target: float = 0.05,
+        plot: bool = True, recipe: dict | None = None) -> dict:
+    """Train with the recipe until err@40 <= target or the budget ends; returns trajectory, time and extrapolation."""
+    import mesaopt as mo
+    from mesaopt.models.gpt import GPT
+    from mesaopt.train.curriculum import Curriculum, curriculum_batch
+    from mesaopt.train.schedules import lr_factor
+
+    rc = recipe or (QUICK if quick else RECIPE)
+    out = out_dir(out)
+    log = out / ("time_to_curve-quick.jsonl" if quick else "time_to_curve.jsonl")
+    log.write_text("")
+    d, points = rc["d"], rc["points"]
+    task = mo.tasks.LinearRegression(d=d)
+    model = GPT(d=d, n_positions=points, layers=rc["layers"], heads=rc["heads"], width=rc["width"], seed=rc["seed"])
+    opt = torch.optim.AdamW(model.parameters(), lr=rc["lr"])
+    cur = Curriculum(dims=rc["dims"], points=rc["curriculum_points"])
+    gen = torch.Generator().manual_seed(rc["seed"])
+    eb = task.sample(rc["eval_batch"], points, torch.Generator().manual_seed(10_000 + rc["seed"]))
+    full_at = max((rc["dims"]["end"] - rc["dims"]["start"]) // max(rc["dims"]["inc"], 1) * rc["dims"]["interval"],
+                  (rc["curriculum_points"]["end"] - rc["curriculum_points"]["start"])
+                  // max(rc["curriculum_points"]["inc"], 1) * rc["curriculum_points"]["interval"]) + 1
+    traj: list[dict] = []
+    t0 = time.perf_counter()
+    reached, step, train_s = None, 0, 0.0
+    while step < rc["max_steps"]:
+        step += 1
+        ts = time.perf_counter()
+        for grp in opt.param_groups:
+            grp["lr"] = rc["lr"] * lr_factor("constant", step - 1, rc["max_steps"], rc["warmup"], 0.0)
+        b = curriculum_batch(task, cur, rc["batch"], points, step, gen, torch.device("cpu"), torch.float32)
+        loss = (model.prefix(b.xs, b.ys) - b.ys).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        train_s += time.perf_counter() - ts
+        wall = time.perf_counter() - t0
+        if step % rc["eval_every"] == 0 or wall >= budget_s:
+            model.eval()
+            with torch.no_grad():
+                err = ((model.prefix(eb.xs, eb.ys) - eb.ys).pow(2).mean(0) / d).tolist()
+            model.train()
+            rec = {"step": step, "wall_s": round(time.perf_counter() - t0, 2), "train_s": round(train_s, 2),
+                   "train_loss": float(loss), "err_at": err[rc["at"]], "err_curve": [round(e, 5) for e in err],
+                   "full_curriculum": step >= full_at}
+            traj.append(rec)
+            with log.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if rec["full_curriculum"] and rec["err_at"] <= target:
+                reached = rec
+                break
+            if wall >= budget_s:
+                break
+    res = {"benchmark": "time-to-curve", "recipe": rc, "target": target, "budget_s": budget_s,
+           "reached": reached is not None, "time_to_target_s": reached["wall_s"] if reached else None,
+           "steps": step, "s_per_step": round(train_s / max(step, 1), 4),
+           "final_err_at": traj[-1]["err_at"] if traj else None, "machine": machine(),
+           "extrapolation": None if reached else fit_extrapolation(traj, target),
+           "trajectory": [{k: r[k] for k in ("step", "wall_s", "err_at", "train_loss")} for r in traj],
+           "log": str(log)}
+    if plot and traj:
+        res["plot"] = str(_plot(traj, target, rc["at"], out, quick))
+    return res
+
+
+def _plot(traj: list[dict], target: float, at: int, out: Path, quick: bool) -> Path:
+    import matplotlib.pyplot as plt
+
+    from mesaopt.plotting import paper_style, save_figure
+
+    paper_style()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a1.plot([r["wall_s"] / 60 for r in traj], [r["err_at"] for r in traj], "o-", ms=3)
+    a1.axhline(target, color="k", ls=":", label=f"target {target}")
+    a1.set(xlabel="wall minutes", ylabel=f"normalised error at N={at}", yscale="log", title="time to the curve")
+    a1.legend()
+    last = traj[-1]["err_curve"]
+    a2.plot(range(len(last)), last, label=f"step {traj[-1]['step']}")
+    a2.axhline(target, color="k", ls=":")
+    a2.set(xlabel="in-context examples N", ylabel="normalised error", yscale="log", title="latest curve")
+    a2.legend()
+    stem = out / ("time_to_curve-quick" if quick else "time_to_curve")
+    save_figure(fig, stem)
+    return stem.with_suffix(".png")
