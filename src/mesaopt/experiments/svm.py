@@ -268,7 +268,7 @@ def _plot_local_global(cfg: LocalGlobalConfig, frac: dict, ctx: RunContext) -> N
     ax.bar(x, 100 * loc, w, color=BLUE, label="Local (incl. global)")
     ax.bar(x + w, 100 * np.array(frac["other"]), w, color=TEAL, label="Not local")
     ax.set_xticks(x, [str(d) for d in cfg.ds])
-    ax.set(xlabel="Varying d", ylabel="Percentage (%)", ylim=(0, 105))
+    ax.set(xlabel="Varying d", ylabel="Percentage (%)", ylim=(0, 122), yticks=[0, 20, 40, 60, 80, 100])
     ax.set_title(f"n={cfg.n}, T={cfg.T}, {cfg.runs} runs per d")
     ax.legend(loc="upper left", ncols=3)
     plotting.save_figure(fig, ctx.path("local_global"))
