@@ -26,6 +26,8 @@ class ExperimentConfig(StrictModel):
 
     seed: int = Field(0, ge=0, description="master seed; train/eval seeds are derived from it")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
+    threads: int | None = Field(None, ge=1, description="torch intra-op CPU threads for this run (None = torch's "
+                                                        "default); 1 is fastest for tiny models")
 
 
 @dataclass
@@ -180,8 +182,14 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
                                                         sort_keys=False))
     ctx = RunContext(out=out, resume=resume, progress=progress)
     torch.manual_seed(cfg.seed)
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    metrics = exp.fn(cfg, ctx)
+    try:
+        metrics = exp.fn(cfg, ctx)
+    finally:
+        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
     results = Results(experiment=name, version=mesaopt.__version__, seed=cfg.seed,
                       config=cfg.model_dump(mode="json"), metrics={k: metrics[k] for k in sorted(metrics)},

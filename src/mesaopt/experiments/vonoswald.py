@@ -41,6 +41,7 @@ class VonOswaldGDConfig(ExperimentConfig):
     eval_batch_size: int = Field(10000, ge=16, description="tasks in the final evaluation batch")
     lr_fit_batch_size: int = Field(10000, ge=16, description="tasks used to fit GD's optimal lr")
     train: TrainConfig = Field(default_factory=_default_train)
+    threads: int | None = Field(1, ge=1, description="torch CPU threads; the LSA's (B, 11, 11) ops are fastest on one")
 
 
 def _gd_lr_scan(task: LinearRegression, cx, cy, qx, qy, best_lr: float, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
