@@ -31,6 +31,7 @@ def test_implicit_bias_end_to_end(tmp_path):
     for k in ("corr_W_fro", "corr_KQ_nuc", "corr_W_nuc", "corr_KQ_fro", "mass_W", "corr_W_fro_seed1"):
         assert k in m and np.isfinite(m[k])
     assert m["corr_W_fro"] > 0.9 and m["corr_KQ_nuc"] > 0.9 and m["mass_W"] > 0.9
+    assert 1 <= m["rank_svm_nuc"] <= m["rank_svm_fro"] <= 5
     assert {"implicit_bias.png", "implicit_bias.pdf", "curves.npz"} <= set(res.artifacts)
     assert json.loads((tmp_path / "results.json").read_text())["metrics"]["corr_W_fro"] == m["corr_W_fro"]
 

@@ -97,15 +97,19 @@ def implicit_bias_runs(n: int, T: int, d: int, cfg: ImplicitBiasConfig, progress
         sel = res.selected
         curves = {"fro": np.full((cfg.n_seeds, len(res.steps)), np.nan),
                   "nuc": np.full((cfg.n_seeds, len(res.steps)), np.nan)}
+        ranks = {"fro": np.full(cfg.n_seeds, np.nan), "nuc": np.full(cfg.n_seeds, np.nan)}
         t1 = time.perf_counter()
         for k in range(cfg.n_seeds):  # one convex solve per problem and norm (cvxpy; not a hot path)
             for norm in ("fro", "nuc"):
                 W = _svm_or_none(problem[k], sel[k], norm)
                 if W is not None:
                     curves[norm][k] = res.corr(torch.from_numpy(W))[:, k].numpy()
+                    sv = np.linalg.svd(W, compute_uv=False)
+                    ranks[norm][k] = int((sv > 1e-6 * sv[0]).sum())
         out[param] = {"steps": res.steps, "corr_fro": curves["fro"], "corr_nuc": curves["nuc"],
                       "mass": res.mass(sel).T.numpy(), "w_norm": res.w_norm.T.numpy(),
-                      "global": (sel == glob).all(-1).numpy(), "gd_s": t_gd, "svm_s": time.perf_counter() - t1}
+                      "global": (sel == glob).all(-1).numpy(), "gd_s": t_gd, "svm_s": time.perf_counter() - t1,
+                      "rank_fro": ranks["fro"], "rank_nuc": ranks["nuc"]}
     return out
 
 
@@ -137,6 +141,7 @@ def run_implicit_bias(cfg: ImplicitBiasConfig, ctx: RunContext) -> dict[str, flo
         "frac_global_W": float(W["global"].mean()), "frac_global_KQ": float(KQ["global"].mean()),
         "n_feasible_W": int(np.isfinite(W["corr_fro"][:, -1]).sum()),
         "n_feasible_KQ": int(np.isfinite(KQ["corr_nuc"][:, -1]).sum()),
+        "rank_svm_fro": float(np.nanmean(W["rank_fro"])), "rank_svm_nuc": float(np.nanmean(KQ["rank_nuc"])),
         "gd_wall_s": round(W["gd_s"] + KQ["gd_s"], 2), "svm_wall_s": round(W["svm_s"] + KQ["svm_s"], 2),
     }
     for k in range(cfg.n_seeds):
