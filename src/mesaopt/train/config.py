@@ -54,6 +54,10 @@ class TrainConfig(StrictModel):
     loss: Loss = Field("mse", description="mse = mean (pred - y)^2; half_mse = 0.5 * mse")
     dtype: DType = Field("float32", description="parameter and data dtype")
     nan_check_every: int = Field(10, ge=1, description="read the NaN/inf flag on the host every k steps")
+    amp: Literal["bf16"] | None = Field(None, description="bf16: run the forward pass under bfloat16 autocast "
+                                                          "(fp32 master weights and optimizer); null = off")
+    compile: bool = Field(False, description="torch.compile the training loss (opt-in; same numbers up to "
+                                             "float rounding, first steps pay the compile time)")
 
     curriculum: Curriculum | None = Field(None, description="Garg-style growing active dims / points per "
                                                             "training sequence (see mesaopt.train.curriculum)")
@@ -93,6 +97,8 @@ class TrainConfig(StrictModel):
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps})")
         if self.optimizer != "sgd" and self.momentum != 0.0:
             raise ValueError("momentum applies to optimizer 'sgd' only")
+        if self.amp is not None and self.dtype != "float32":
+            raise ValueError(f"amp={self.amp!r} needs dtype 'float32' (fp32 master weights), got {self.dtype!r}")
         return self
 
     @property

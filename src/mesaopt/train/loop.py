@@ -84,6 +84,36 @@ def objective_loss(model: torch.nn.Module, batch: Any, cfg: TrainConfig) -> torc
     return 0.5 * err if cfg.loss == "half_mse" else err
 
 
+def make_loss_fn(model: torch.nn.Module, cfg: TrainConfig) -> Callable[[Any], torch.Tensor]:
+    """``batch -> scalar loss`` for training: ``objective_loss`` under bf16 autocast if ``cfg.amp`` and compiled
+    with ``torch.compile`` if ``cfg.compile`` (the compiled function takes the batch's xs (B,T,d), ys (B,T))."""
+    device_type = next(iter(model.parameters())).device.type
+    amp = cfg.amp == "bf16"
+
+    def loss_of(batch: Any) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            return objective_loss(model, batch, cfg)
+
+    if not cfg.compile:
+        return loss_of
+
+    def tensor_loss(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            if cfg.objective == "query":
+                pred, target = model(xs[:, :-1], ys[:, :-1], xs[:, -1:]), ys[:, -1:]
+            else:
+                pred, target = model.prefix(xs, ys), ys
+        err = (pred.float() - target.float()).pow(2).mean()
+        return 0.5 * err if cfg.loss == "half_mse" else err
+
+    compiled = torch.compile(tensor_loss, dynamic=None)
+
+    def compiled_loss(batch: Any) -> torch.Tensor:
+        return compiled(batch.xs, batch.ys)
+
+    return compiled_loss
+
+
 def _grad_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -209,6 +239,7 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
+    loss_fn = make_loss_fn(model, cfg)
     gen = generator(cfg.seed, "train", device=device)
     eval_gen = generator(cfg.seed, "eval", device=device)
     eval_batch = task.sample(cfg.eval_batch_size, cfg.n_points, eval_gen, device, dtype)
@@ -290,7 +321,7 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
                 for g in opt.param_groups:
                     g["lr"] = lr
                 batch = sample_train_batch(task, cfg, step, gen, device, dtype)
-                loss = objective_loss(model, batch, cfg)
+                loss = loss_fn(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gn = _grad_norm(params, cfg.grad_clip)
