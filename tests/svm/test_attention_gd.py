@@ -113,6 +113,17 @@ def test_normalized_steps_and_kq_parametrization(prob):
     torch.testing.assert_close(plain.W_hist[1], -0.5 * g0)
 
 
+def test_weight_decay_step(prob):
+    W0 = torch.randn(2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    res = train_attention(prob, steps=1, lr=0.3, normalized=False, weight_decay=0.05, W0=W0)
+    _, g, _, _ = attention_grads(prob, W0)
+    torch.testing.assert_close(res.W, W0 - 0.3 * (g + 0.1 * W0))
+    kq = train_attention(prob, param="KQ", steps=3, weight_decay=2.2e-16, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(kq.W).all()
+    with pytest.raises(ConfigError, match="weight_decay"):
+        train_attention(prob, weight_decay=-1.0)
+
+
 def test_gd_converges_to_svm_direction_and_saturates():
     p = sample_selection(2, 3, 4, torch.Generator().manual_seed(1))
     res = train_attention(p, steps=600, generator=torch.Generator().manual_seed(0), record_every=50)

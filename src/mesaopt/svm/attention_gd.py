@@ -201,6 +201,8 @@ def train_attention(problem: SelectionProblem, param: Param = "W", steps: int = 
         raise ConfigError(f"lr must be > 0, got {lr!r}")
     if not isinstance(record_every, int) or record_every < 1:
         raise ConfigError(f"record_every must be an integer >= 1, got {record_every!r}")
+    if not weight_decay >= 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if W0 is not None:
         if param != "W":
             raise ConfigError("W0 is only supported for param='W'")
