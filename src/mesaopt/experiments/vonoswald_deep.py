@@ -1,0 +1,253 @@
+"""von Oswald et al. (arXiv 2212.07677) Fig. 4/5: K-layer LSA trained vs K steps of GD and of GD++.
+
+Setup as ``vonoswald-gd`` (the paper's released code): d = 10, N = 10, x ~ U(-r/2, r/2)^d with r = 1, w ~ N(0, I),
+noiseless labels, loss = 1/2 * MSE of the query, LSA without softmax/LayerNorm/MLP. For every K in ``ks`` a
+K-layer LSA is trained (its own run folder ``k{K}/`` with checkpoint and training curve), and compared with
+K steps of GD (one lr, fitted: ``GD.fit_lr``) and of GD++ (one lr and gamma, fitted: ``GDPlusPlus.fit_hparams``).
+
+Metrics per K (all losses 1/2 * MSE on one held-out batch shared by all learners):
+``lsa_loss_k{K}``, ``gd_loss_k{K}``, ``gdpp_loss_k{K}``; ``sens_cos_k{K}`` / ``pred_diff_k{K}`` with the
+best-matching of the two algorithms (named by ``best_is_gdpp_k{K}`` = 1 for GD++, 0 for GD; both are also
+reported as ``sens_cos_gd_k{K}``, ``sens_cos_gdpp_k{K}``, ...); ``interp_loss_k{K}``: loss of the model whose
+weights are the average of the trained ones and of the GD++ construction (``constructions.gd_plus_plus``)
+with per-layer (lr, gamma) fitted to the trained model's predictions (``analysis.identify.fit_gdpp``) and,
+per layer, rescaled by c (W_KQ * c, W_PV / c, same function) so its W_KQ trace matches the trained one.
+Figures: ``losses`` (final loss vs K, training curves), ``alignment`` (sens_cos / pred_diff vs K) and
+``interpolation`` (loss along (1 - a) theta_trained + a theta_construction, a in [0, 1], for every K).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from mesaopt import constructions, plotting
+from mesaopt.algorithms import GD, GDPlusPlus
+from mesaopt.analysis import metrics
+from mesaopt.analysis.identify import fit_gdpp, gd_predictions, sq_diff
+from mesaopt.experiments.base import ExperimentConfig, RunContext, register
+from mesaopt.io import read_jsonl
+from mesaopt.models import LSA
+from mesaopt.seeding import derive_seed, generator
+from mesaopt.tasks import LinearRegression
+from mesaopt.train import TrainConfig, train
+
+__all__ = ["VonOswaldDeepConfig", "aligned_construction"]
+
+
+_TRAIN_DEFAULTS = dict(steps=3000, batch_size=1024, n_points=11, lr=3e-3, optimizer="adam", schedule="warmup_cosine",
+                       min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100, eval_batch_size=2048,
+                       ckpt_every=1000, loss="half_mse", objective="query")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(**_TRAIN_DEFAULTS)
+
+
+def _merge_train_defaults(data: object) -> object:
+    """A partial ``train`` mapping (from --quick / --set / YAML) is completed with this experiment's defaults."""
+    if isinstance(data, dict) and isinstance(data.get("train"), dict):
+        return {**data, "train": {**_TRAIN_DEFAULTS, **data["train"]}}
+    return data
+
+
+class VonOswaldDeepConfig(ExperimentConfig):
+    """Config of ``vonoswald-deep``: task, the depths K, LSA init, training and evaluation sizes."""
+
+    d: int = Field(10, ge=1, description="input dimension")
+    n_context: int = Field(10, ge=1, description="number of in-context examples N")
+    input_range: float = Field(1.0, gt=0, description="x ~ U(-r/2, r/2)^d")
+    noise_std: float = Field(0.0, ge=0, description="label noise std")
+    ks: list[int] = Field([1, 2, 3, 4, 5], description="numbers of LSA layers K (one model trained per K)")
+    init_std: float = Field(0.02, gt=0, description="std of the LSA's initial weights")
+    eval_batch_size: int = Field(8192, ge=16, description="tasks in the final evaluation batch")
+    fit_batch_size: int = Field(8192, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
+    interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
+    train: TrainConfig = Field(default_factory=_default_train)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_defaults(cls, data: object) -> object:
+        return _merge_train_defaults(data)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"ks must be distinct integers >= 1, got {v}")
+        return sorted(v)
+
+
+def aligned_construction(model: LSA, lrs: list[float], gammas: list[float]) -> LSA:
+    """GD++ construction (``constructions.gd_plus_plus``) rescaled per layer to the trained model's W_KQ scale.
+
+    Layer l's (W_KQ, W_PV) -> (c_l W_KQ, W_PV / c_l) with c_l = mean diag of the trained W_KQ^l[x, x] (summed over
+    heads); the function is unchanged (the layer uses the product W_PV S W_KQ). Returns a merged float32 LSA.
+    """
+    d, k = model.d, model.layers
+    con = constructions.gd_plus_plus(d=d, steps=k, lr=lrs, gamma=gammas, heads=model.heads, dtype=torch.float64)
+    kq_t, _ = model.matrices()
+    kq, pv = con.matrices()
+    kq, pv = kq.detach().clone(), pv.detach().clone()
+    for layer in range(k):
+        c = float(torch.diagonal(kq_t[layer].detach().double().sum(0)[:d, :d]).mean()) / model.heads
+        if abs(c) < 1e-8:
+            c = 1.0
+        kq[layer] *= c
+        pv[layer] /= c
+    out = LSA(d=d, layers=k, heads=model.heads, param="merged", init_std=0.0).double()
+    return out.load_matrices(kq, pv).float()
+
+
+def _fit_construction(model: LSA, task: LinearRegression, cfg: VonOswaldDeepConfig, k: int,
+                      gd_lr: float) -> tuple[list[float], list[float]]:
+    b = task.sample(min(cfg.fit_batch_size, 4096), cfg.n_context + 1, generator(cfg.seed, "construction-fit", k),
+                    dtype=torch.float64)
+    cx, cy, qx, _ = b.split(cfg.n_context)
+    with torch.no_grad():
+        target = model.double()(cx, cy, qx).unsqueeze(0)
+    model.float()
+    # start from the best constant lr of K-step GD against the model (gd_lr is only the grid centre)
+    lrs = gd_lr * np.geomspace(0.3, 3.0, 25)
+    d = [float(sq_diff(gd_predictions(cx, cy, qx, k, float(lr))[-1:], target)[0, 0]) for lr in lrs]
+    fit = fit_gdpp(cx, cy, qx, target, [k], [float(lrs[int(np.argmin(d))])])
+    return fit.hparams[0]["lr"], fit.hparams[0]["gamma"]
+
+
+def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k: int, ev) -> dict:
+    n = cfg.n_context
+    gd = GD.fit_lr(task, steps=k, n_context=n, generator=generator(cfg.seed, "gd-lr", k),
+                   batch_size=cfg.fit_batch_size)
+    gdpp = GDPlusPlus.fit_hparams(task, steps=k, n_context=n, generator=generator(cfg.seed, "gdpp", k),
+                                  batch_size=cfg.fit_batch_size)
+    mon = task.sample(1024, n + 1, generator(cfg.seed, "monitor", k))
+    mcx, mcy, mqx, _ = mon.split(n)
+    gd_mon, gdpp_mon = gd(mcx, mcy, mqx), gdpp(mcx, mcy, mqx)
+
+    def eval_fn(model: LSA, step: int) -> dict[str, float]:
+        with torch.no_grad():
+            p = model(mcx, mcy, mqx)
+        return {"pred_diff_gd": metrics.pred_diff(p, gd_mon), "pred_diff_gdpp": metrics.pred_diff(p, gdpp_mon),
+                "sens_cos_gd": metrics.sens_cos(model, gd, mcx, mcy, mqx),
+                "sens_cos_gdpp": metrics.sens_cos(model, gdpp, mcx, mcy, mqx)}
+
+    model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
+                seed=derive_seed(cfg.seed, "init", k) % (2**31))
+    tcfg = cfg.train.model_copy(update={"seed": derive_seed(cfg.seed, "train", k) % (2**31), "device": cfg.device,
+                                        "n_points": n + 1})
+    res = train(model, task, tcfg, out=ctx.path(f"k{k}"), resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
+    model = res.model.cpu().eval()
+
+    cx, cy, qx, qy = ev
+    with torch.no_grad():
+        p_lsa, p_gd, p_gdpp = model(cx, cy, qx), gd(cx, cy, qx), gdpp(cx, cy, qx)
+    out = {"lsa_loss": float(metrics.half_mse(p_lsa, qy)), "gd_loss": float(metrics.half_mse(p_gd, qy)),
+           "gdpp_loss": float(metrics.half_mse(p_gdpp, qy)), "gd_lr": float(gd.lr), "gdpp_lr": float(gdpp.lr),
+           "gdpp_gamma": float(gdpp.gamma),
+           "pred_diff_gd": metrics.pred_diff(p_lsa, p_gd), "pred_diff_gdpp": metrics.pred_diff(p_lsa, p_gdpp),
+           "sens_cos_gd": metrics.sens_cos(model, gd, cx, cy, qx),
+           "sens_cos_gdpp": metrics.sens_cos(model, gdpp, cx, cy, qx)}
+    best = "gdpp" if out["pred_diff_gdpp"] < out["pred_diff_gd"] else "gd"
+    out["best_is_gdpp"] = float(best == "gdpp")
+    out["sens_cos"] = out[f"sens_cos_{best}"]
+    out["pred_diff"] = out[f"pred_diff_{best}"]
+
+    lrs, gammas = _fit_construction(model, task, cfg, k, float(gd.lr))
+    con = aligned_construction(model, lrs, gammas)
+    alphas = np.linspace(0.0, 1.0, cfg.interp_points)
+    curve = []
+    for a in alphas:
+        mixed = metrics.interpolate(model, con, float(a))
+        with torch.no_grad():
+            curve.append(float(metrics.half_mse(mixed(cx, cy, qx), qy)))
+    out["construction_loss"] = curve[-1]
+    out["interp_loss"] = float(np.interp(0.5, alphas, curve))
+    out["_curve"] = curve
+    out["_alphas"] = alphas.tolist()
+    out["_hist"] = [r for r in read_jsonl(ctx.out / f"k{k}" / "metrics.jsonl") if "eval_loss" in r]
+    return out
+
+
+def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) -> None:
+    plotting.paper_style()
+    import matplotlib.pyplot as plt
+
+    ks = sorted(per_k)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    ax = axes[0]
+    ax.plot(ks, [per_k[k]["lsa_loss"] for k in ks], "o-", color=plotting.PALETTE["model"], label="trained LSA")
+    ax.plot(ks, [per_k[k]["gd_loss"] for k in ks], "s--", color=plotting.PALETTE["gd"], label="GD (K steps)")
+    ax.plot(ks, [per_k[k]["gdpp_loss"] for k in ks], "^--", color=plotting.PALETTE["gdpp"], label="GD++ (K steps)")
+    ax.plot(ks, [per_k[k]["interp_loss"] for k in ks], "d:", color=plotting.PALETTE["construction"],
+            label="interpolated (a=0.5)")
+    ax.set_yscale("log")
+    ax.set_xticks(ks)
+    ax.set_xlabel("number of layers / steps K")
+    ax.set_ylabel("loss (1/2 MSE)")
+    ax.legend()
+    ax = axes[1]
+    for i, k in enumerate(ks):
+        h = per_k[k]["_hist"]
+        c = cmap(i / max(len(ks) - 1, 1))
+        ax.plot([r["step"] for r in h], [r["eval_loss"] for r in h], color=c, label=f"K={k}")
+        ax.axhline(per_k[k]["gdpp_loss"], color=c, ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (1/2 MSE); dashed: GD++")
+    ax.legend(ncol=2)
+    fig.suptitle(f"Deep LSA vs K steps of GD / GD++ (d={cfg.d}, N={cfg.n_context})")
+    fig.tight_layout()
+    plotting.save_figure(fig, ctx.path("losses"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
+    for name, key in (("gd", "GD"), ("gdpp", "GD++")):
+        axes[0].plot(ks, [per_k[k][f"sens_cos_{name}"] for k in ks], "o-", color=plotting.PALETTE[name], label=key)
+        axes[1].plot(ks, [per_k[k][f"pred_diff_{name}"] for k in ks], "o-", color=plotting.PALETTE[name], label=key)
+    axes[0].set_ylabel("cosine sim. of sensitivities")
+    axes[0].set_ylim(min(0.8, min(per_k[k]["sens_cos_gd"] for k in ks) - 0.02), 1.005)
+    axes[1].set_ylabel("pred diff (mean |Δ|)")
+    axes[1].set_yscale("log")
+    for a in axes:
+        a.set_xticks(ks)
+        a.set_xlabel("K")
+        a.legend()
+    fig.suptitle("Trained K-layer LSA vs K steps of GD / GD++")
+    fig.tight_layout()
+    plotting.save_figure(fig, ctx.path("alignment"))
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    for i, k in enumerate(ks):
+        ax.plot(per_k[k]["_alphas"], per_k[k]["_curve"], "o-", ms=3, color=cmap(i / max(len(ks) - 1, 1)),
+                label=f"K={k}")
+    ax.set_yscale("log")
+    ax.set_xlabel("a: (1-a) trained + a construction")
+    ax.set_ylabel("loss (1/2 MSE)")
+    ax.set_title("Interpolating trained LSA and GD++ construction")
+    ax.legend()
+    plotting.save_figure(fig, ctx.path("interpolation"))
+
+
+@register("vonoswald-deep", "von Oswald Fig. 4/5: K-layer LSA trained vs K steps of GD and GD++ (d=10, N=10)",
+          config=VonOswaldDeepConfig,
+          quick={"ks": [1, 2], "train.steps": 300, "train.batch_size": 512, "train.eval_every": 50,
+                 "train.ckpt_every": 0, "train.warmup_steps": 20, "train.lr": 5e-3, "eval_batch_size": 2048,
+                 "fit_batch_size": 2048, "interp_points": 5})
+def run(cfg: VonOswaldDeepConfig, ctx: RunContext) -> dict[str, float]:
+    """Train a K-layer LSA for every K, fit GD / GD++, compare and interpolate; returns the metrics."""
+    task = LinearRegression(d=cfg.d, noise_std=cfg.noise_std, x_dist="uniform", input_range=cfg.input_range)
+    ev = task.sample(cfg.eval_batch_size, cfg.n_context + 1, generator(cfg.seed, "final-eval")).split(cfg.n_context)
+    per_k = {k: _one_k(cfg, ctx, task, k, ev) for k in cfg.ks}
+    _figures(ctx, cfg, per_k)
+    out: dict[str, float] = {}
+    for k, r in per_k.items():
+        for key, v in r.items():
+            if not key.startswith("_"):
+                out[f"{key}_k{k}"] = float(v)
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise RuntimeError(f"vonoswald-deep produced non-finite metrics: {bad}")
+    return out
