@@ -144,7 +144,7 @@ def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     grid = np.geomspace(max(1.0, ns.min() / 1.5), ns.max() * 1.5, 100)
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.0))
     ax = axes[0]
-    ax.plot(grid, [optimal_one_step_lr(cfg.d, int(round(g)), cfg.noise_std, cfg.w_scale) for g in grid],
+    ax.plot(grid, [optimal_one_step_lr(cfg.d, g, cfg.noise_std, cfg.w_scale) for g in grid],
             color=plotting.PALETTE["gd"], label=r"closed form $\eta^*$")
     ax.plot(ns, [r["lr_learned"] for r in rows], "o", color=plotting.PALETTE["model"], label="trained LSA")
     ax.set_xscale("log")
@@ -152,7 +152,7 @@ def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     ax.set_ylabel("one-step learning rate")
     ax.legend()
     ax = axes[1]
-    ax.plot(grid, [0.5 * optimal_one_step_risk(cfg.d, int(round(g)), cfg.noise_std, cfg.w_scale) for g in grid],
+    ax.plot(grid, [0.5 * optimal_one_step_risk(cfg.d, g, cfg.noise_std, cfg.w_scale) for g in grid],
             color=plotting.PALETTE["gd"], label="optimal 1-step GD (closed form)")
     ax.plot(ns, [r["lsa_loss"] for r in rows], "o", color=plotting.PALETTE["model"], label="trained LSA")
     ax.set_xscale("log")
