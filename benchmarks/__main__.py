@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     peaks = None
     if any(n in ("peaks", "lsa", "gpt") for n in names):
-        peaks = matmul_peaks(n=256 if args.quick else 1024, repeats=3 if args.quick else 5)
+        peaks = matmul_peaks(n=256 if args.quick else 1024, repeats=2 if args.quick else 5,
+                             budget_s=1.0 if args.quick else 20.0)
     for name in names:
         mod = importlib.import_module(f"benchmarks.{MODULES[name]}")
         t = time.perf_counter()

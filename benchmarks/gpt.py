@@ -31,8 +31,8 @@ class HFGPT(nn.Module):
         super().__init__()
         from transformers import GPT2Config, GPT2Model
 
-        cfg = GPT2Config(n_positions=2 * points, n_embd=width, n_layer=layers, n_head=heads, resid_pdrop=0.0,
-                         embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+        cfg = GPT2Config(vocab_size=1, n_positions=2 * points, n_embd=width, n_layer=layers, n_head=heads,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
         torch.manual_seed(0)
         self.read_in = nn.Linear(d + 1, width)
         self.backbone = GPT2Model(cfg)
@@ -103,7 +103,7 @@ def loss_curves(cfg: dict, d: int, points: int) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         curves[amp or "fp32"] = losses
     k = max(1, len(curves["fp32"]) // 10)
     tail = {name: sum(v[-k:]) / k for name, v in curves.items()}
@@ -127,7 +127,7 @@ def run(quick: bool = False, out: str | Path | None = None, peaks: dict | None =
     secs = compare({k: steps[k] for k in ("hf_fp32", "mesaopt_fp32")}, repeats=cfg["repeats"], warmup=0)
     secs.update(compare({"mesaopt_bf16": steps["mesaopt_bf16"]}, repeats=cfg["bf16_repeats"], warmup=1))
     if peaks is None:
-        peaks = matmul_peaks(n=256 if quick else 1024)
+        peaks = matmul_peaks(n=256 if quick else 1024, budget_s=1.0 if quick else 20.0)
     variants = {}
     for k, s in secs.items():
         gf = flops[k] / s / 1e9

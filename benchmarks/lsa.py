@@ -125,7 +125,7 @@ def run(quick: bool = False, out: str | Path | None = None, peaks: dict | None =
         r["linear_peak_mb"] = mem_lin.get(str(r["n"]))
         r["quadratic_peak_mb"] = mem_quad.get(str(r["n"]))
     if peaks is None:
-        peaks = matmul_peaks(dtypes=("float32",), n=256 if quick else 1024)
+        peaks = matmul_peaks(dtypes=("float32",), n=256 if quick else 1024, budget_s=1.0 if quick else 20.0)
     big = big_step(cfg["big"], peaks["float32_gflops"])
     last = [r for r in rows if r["speedup"] is not None][-1]
     res = {"benchmark": "lsa", "shape": {k: cfg[k] for k in ("b", "d", "layers", "heads")}, "curve": rows,

@@ -1,10 +1,10 @@
 """Time to the Garg curve: wall time until a GPT's normalised error on d=20 linear regression is <= 0.05 at 40
 in-context examples. Long (not in the default set): ``python -m benchmarks time-to-curve [--budget-s S]``.
 
-Recipe (``RECIPE``): a narrow GPT (6 layers, 2 heads, width 64; ~0.3M parameters) trained with AdamW on the prefix objective,
-Garg's curriculum compressed 10x (active dims 5 -> 20 by +1 and points 11 -> 41 by +2 every 200 steps), linear
-warmup then constant lr, batch 64, fp32 (bf16 autocast is slower than fp32 on CPUs without native bf16 matmul;
-see the ``gpt`` benchmark). Every ``eval_every`` steps the normalised error (MSE / d) at every prefix length is
+Recipe (``RECIPE``): a narrow GPT (6 layers, 2 heads, width 64; ~0.3M parameters) trained with AdamW on the
+prefix objective, Garg's curriculum compressed 10x (active dims 5 -> 20 by +1 and points 11 -> 41 by +2 every 200
+steps), linear warmup then constant lr, batch 64, fp32 (bf16 autocast is slower than fp32 on CPUs without native bf16
+matmul; see the ``gpt`` benchmark). Every ``eval_every`` steps the normalised error (MSE / d) at every prefix length is
 measured on a fixed 1000-sequence evaluation batch and appended, with the wall time, to ``time_to_curve.jsonl``
 in the output folder, so a run cut short still leaves its trajectory. The run stops at the target or the budget.
 """
