@@ -95,7 +95,7 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
                 err = ((model.prefix(eb.xs, eb.ys) - eb.ys).pow(2).mean(0) / d).tolist()
             model.train()
             rec = {"step": step, "wall_s": round(time.perf_counter() - t0, 2), "train_s": round(train_s, 2),
-                   "train_loss": float(loss), "err_at": err[rc["at"]], "err_curve": [round(e, 5) for e in err],
+                   "train_loss": loss.detach().item(), "err_at": err[rc["at"]], "err_curve": [round(e, 5) for e in err],
                    "full_curriculum": step >= full_at}
             traj.append(rec)
             with log.open("a") as f:
