@@ -242,3 +242,19 @@ def test_differentiable_prediction_gives_query_sensitivity(gen):
         fd = (m.predict(cx, cy, qx + e, steps=2) - m.predict(cx, cy, qx - e, steps=2))[:, 1] / (2 * h)
     torch.testing.assert_close(g[:, 1, 2], fd, rtol=1e-5, atol=1e-7)
     assert not m.predict(cx, cy, qx, steps=2).requires_grad
+
+
+def test_generic_trainer_trains_the_ebt_through_its_training_forward(tmp_path):
+    from mesaopt.tasks import LinearRegression
+    from mesaopt.train import TrainConfig, train
+    from mesaopt.train.checkpoint import load_model
+
+    torch.manual_seed(0)
+    m = EBT(d=2, **SMALL, steps=1, rand_steps=1)
+    before = [p.detach().clone() for p in m.parameters()]
+    cfg = TrainConfig(steps=2, batch_size=4, n_points=5, eval_every=0, ckpt_every=0, eval_batch_size=4)
+    res = train(m, LinearRegression(d=2), cfg, out=tmp_path, progress=False)
+    assert res.step == 2 and np.isfinite(res.final["eval_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+    loaded, _ = load_model(tmp_path)
+    assert isinstance(loaded, EBT) and loaded.spec() == m.spec()
