@@ -314,7 +314,7 @@ def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict
                 ax.axhline(ev["ridge"].mean(), color=color, ls=":", lw=1.0, label=f"ridge ({label})")
         ax.set_ylim(bottom=floor)
         ax.axvline(trained, color="k", lw=0.8, alpha=0.5)
-        ax.text(trained, ax.get_ylim()[1], " trained steps", va="top", fontsize=7)
+        ax.text(trained, floor, " trained steps", va="bottom", fontsize=7)
         ax.set_yscale("log")
         ax.set_xlabel("inference (System 2) steps")
         ax.set_ylabel("query MSE")
@@ -338,7 +338,7 @@ def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict
 
     if analysis:
         steps = np.arange(1, s_max + 1)
-        fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
+        fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0), layout="constrained")
         for other, color in (("gd", plotting.PALETTE["gd"]), ("ridge", plotting.PALETTE["ridge"])):
             axes[0].plot(steps, [analysis[f"sens_cos_{other}_step{s}"] for s in steps], marker="o", color=color,
                          label=f"EBT vs {'GD (same #steps, fitted lr)' if other == 'gd' else 'Bayes ridge'}")
