@@ -421,6 +421,7 @@ def _run(cfg: EBTSystem2Config, ctx: RunContext) -> dict[str, float]:
             m[f"{pre}_monotone_to_trained"] = float(all(err[s + 1] <= err[s] for s in range(1, trained)))
             m[f"{pre}_s2_gain"] = float(1.0 - err[s_max] / err[1])
             m[f"{pre}_s2_gain_trained"] = float(1.0 - err[trained] / err[1])
+            m[f"{pre}_extra_gain"] = float(1.0 - err[s_max] / err[trained])
             m[f"{pre}_sv_gain"] = float(1.0 - ev["sv"][trained].mean() / err[trained])
         if name == "linear":
             analysis = analysis_vs_algorithms(ebt, task, cfg)
