@@ -102,5 +102,5 @@ def test_diversity_end_to_end_tiny(tmp_path):
     # with one task the dMMSE prediction is w_1^T x at every position; the model learns it: dMMSE-distance small
     assert m["dist_dmmse_m1"] < m["dist_ridge_m1"]
     assert (tmp_path / "raventos.png").is_file() and (tmp_path / "sweep" / "sweep.parquet").is_file()
-    again = experiments.run("raventos-diversity", overrides=over, out=tmp_path, progress=False)
+    again = experiments.run("raventos-diversity", out=tmp_path, resume=True, progress=False)
     assert again.metrics == m  # the finished trials were reused

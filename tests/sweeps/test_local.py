@@ -109,11 +109,11 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
     while not list(out.glob("trials/hold_while=null-*/results.json")):
-        assert time.monotonic() - t0 < 120 and proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 300 and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=240)  # generous: CI machines can be heavily loaded
     assert proc.returncode == 130, err
     df = read_table(out)
     assert sorted(df["status"].tolist()) == ["not_run", "ok"]

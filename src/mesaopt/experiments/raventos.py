@@ -40,22 +40,27 @@ from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
 from mesaopt.train import TrainConfig, train
 from mesaopt.train.config import Objective, Schedule
+from mesaopt.train.curriculum import Curriculum, Ramp
 
 
 class RaventosTrainConfig(TrainConfig):
     """TrainConfig with this experiment's defaults (so ``--set train.steps=...`` keeps the others)."""
 
-    steps: int = Field(6000, ge=1, description="number of optimizer updates")
+    steps: int = Field(4000, ge=1, description="number of optimizer updates")
     batch_size: int = Field(128, ge=1, description="sequences per training batch")
     n_points: int = Field(16, ge=1, description="set to k by the experiment")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     schedule: Schedule = Field("warmup_cosine", description="lr schedule after the linear warmup")
-    warmup_steps: int = Field(300, ge=0, description="linear warmup steps")
+    warmup_steps: int = Field(200, ge=0, description="linear warmup steps")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr / peak lr")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global grad norm to this (None = off)")
     eval_every: int = Field(500, ge=0, description="evaluate every k steps (0 = only at the end)")
     ckpt_every: int = Field(1000, ge=0, description="checkpoint every k steps (0 = only at the end)")
     objective: Objective = Field("prefix", description="prefix: loss over all K positions (set by the experiment)")
+    curriculum: Curriculum | None = Field(
+        default_factory=lambda: Curriculum(dims=Ramp(start=2, end=8, inc=1, interval=250)),
+        description="Garg-style active-dims ramp (capped at d) to leave the loss plateau within a CPU budget; "
+                    "null = none, as in the paper")
 
 
 class RaventosPoolConfig(ExperimentConfig):
@@ -98,7 +103,7 @@ def evaluate(model: torch.nn.Module, task: LinearRegression, noise_var: float, b
           config=RaventosPoolConfig,
           quick={"layers": 2, "width": 32, "heads": 2, "eval_batch_size": 1024, "train.steps": 400,
                  "train.batch_size": 64, "train.warmup_steps": 40, "train.lr": 3e-3, "train.eval_every": 0,
-                 "train.ckpt_every": 0})
+                 "train.ckpt_every": 0, "train.curriculum": None})
 def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
     """Train a GPT on a pool of M tasks, evaluate it against dMMSE and ridge on pool and fresh tasks."""
     from mesaopt.models import GPT
@@ -106,7 +111,12 @@ def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
     task = _pool_task(cfg)
     model = GPT(d=cfg.d, n_positions=cfg.k, layers=cfg.layers, heads=cfg.heads, width=cfg.width,
                 seed=derive_seed(cfg.seed, "init") % (2**31))
-    tcfg = cfg.train.model_copy(update={"n_points": cfg.k, "objective": "prefix", "seed": cfg.seed})
+    cur = cfg.train.curriculum
+    if cur is not None and cur.dims is not None and cur.dims.end > cfg.d:  # the default ramp targets d = 8
+        cur = cur.model_copy(update={"dims": Ramp(start=min(cur.dims.start, cfg.d), end=cfg.d, inc=cur.dims.inc,
+                                                  interval=cur.dims.interval)})
+    tcfg = cfg.train.model_copy(update={"n_points": cfg.k, "objective": "prefix", "seed": cfg.seed,
+                                        "curriculum": cur})
     res = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress)
     model = res.model.eval()
     metrics: dict[str, float] = {"n_tasks": float(cfg.n_tasks), "train_loss": float(res.history[-1]["loss"])
@@ -188,7 +198,7 @@ def _figure(ctx: RunContext, m: np.ndarray, per_seed: dict[str, np.ndarray], tra
           config=RaventosConfig,
           quick={"m_values": [2, 8, 64, 1024], "layers": 2, "width": 32, "heads": 2, "eval_batch_size": 1024,
                  "train.steps": 400, "train.batch_size": 64, "train.warmup_steps": 40, "train.lr": 3e-3,
-                 "train.eval_every": 0, "train.ckpt_every": 0})
+                 "train.eval_every": 0, "train.ckpt_every": 0, "train.curriculum": None})
 def run_diversity(cfg: RaventosConfig, ctx: RunContext) -> dict[str, float]:
     """Sweep ``raventos-pool`` over M x seeds, aggregate per M, find the transition, draw the figure."""
     from mesaopt.sweeps import SweepSpec, run_sweep

@@ -21,6 +21,7 @@ from mesaopt.io import atomic_write_json, atomic_write_text, read_results
 TRIAL_FILE = "trial.json"
 ERROR_FILE = "error.txt"
 LOG_FILE = "log.txt"
+CONFIG_FILE = "config.yaml"
 
 
 def experiment_source(name: str) -> dict[str, str | None]:
@@ -58,6 +59,23 @@ def write_payload(trial_dir: Path, payload: dict[str, Any]) -> None:
     atomic_write_json(Path(trial_dir) / TRIAL_FILE, payload)
 
 
+def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
+    """True if ``trial_dir`` holds config.yaml of an earlier attempt with exactly this config."""
+    from mesaopt.config import build_config
+    from mesaopt.io import load_yaml
+
+    saved = trial_dir / CONFIG_FILE
+    if not saved.is_file():
+        return False
+    try:
+        data = load_yaml(saved)
+        if data.pop("experiment", exp.name) != exp.name:
+            return False
+        return build_config(exp.config_cls, data).model_dump(mode="json") == cfg.model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - unreadable or outdated: start the trial afresh
+        return False
+
+
 def run_trial(trial_dir: str | Path, payload: dict[str, Any]) -> dict[str, Any]:
     """Run one trial here; return {"status": "ok"|"failed", "error", "wall_s", "results"}; never raises."""
     import torch
@@ -78,7 +96,11 @@ def run_trial(trial_dir: str | Path, payload: dict[str, Any]) -> dict[str, Any]:
         name = payload["experiment"]
         exp = REGISTRY[name] if name in REGISTRY else experiments.get(name)
         cfg = build_config(exp.config_cls, payload["config"], where=f"trial config in {trial_dir}")
-        experiments.run(exp.name, out=trial_dir, config=cfg, progress=False)
+        if _same_saved_config(trial_dir, exp, cfg):  # an earlier attempt was killed or failed: continue it
+            experiments.run(exp.name, out=trial_dir, resume=True, progress=False)
+        else:
+            (trial_dir / CONFIG_FILE).unlink(missing_ok=True)
+            experiments.run(exp.name, out=trial_dir, config=cfg, progress=False)
         return {"status": "ok", "error": None, "wall_s": time.perf_counter() - t0,
                 "results": read_results(trial_dir)}
     except KeyboardInterrupt:
