@@ -27,6 +27,15 @@ def test_aligned_construction_keeps_the_gdpp_function_and_takes_the_trained_scal
     torch.testing.assert_close(diag.float(), torch.tensor([2.0, 0.5, -3.0]))
 
 
+def test_projected_hparams_recover_a_rescaled_construction():
+    trained = LSA(d=4, layers=2, init_std=0.0)
+    with torch.no_grad():
+        trained.kq_weight[:, 0, :4, :4] = torch.eye(4) * torch.tensor([1.5, -2.0])[:, None, None]
+    con = vd.aligned_construction(trained, [0.8, 0.3], [0.25, 0.0])
+    lrs, gammas = vd.projected_hparams(con)
+    assert lrs == pytest.approx([0.8, 0.3], rel=1e-5) and gammas == pytest.approx([0.25, 0.0], abs=1e-6)
+
+
 def test_partial_train_overrides_keep_the_experiment_defaults():
     cfg = make_config("vonoswald-deep", quick=True, overrides={"train.lr": 1e-3})
     assert cfg.train.loss == "half_mse" and cfg.train.optimizer == "adam" and cfg.train.lr == 1e-3

@@ -38,7 +38,7 @@ from mesaopt.train import TrainConfig, train
 
 __all__ = ["FuNewtonConfig", "err_cos_matrix", "ProbedLayers"]
 
-_TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, n_points=21, lr=1e-3, optimizer="adamw", weight_decay=0.0,
+_TRAIN_DEFAULTS = dict(steps=3000, batch_size=64, n_points=21, lr=1e-3, optimizer="adamw", weight_decay=0.0,
                        schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
                        eval_every=250, eval_batch_size=512, ckpt_every=1000, loss="mse", objective="prefix")
 
@@ -53,7 +53,7 @@ class FuNewtonConfig(ExperimentConfig):
     d: int = Field(5, ge=1, description="input dimension")
     n_context: int = Field(20, ge=1, description="in-context examples N before the query (sequences have N+1)")
     condition_number: float = Field(100.0, ge=1.0, description="kappa of the input covariance")
-    layers: int = Field(8, ge=1, description="transformer layers")
+    layers: int = Field(6, ge=1, description="transformer layers")
     heads: int = Field(4, ge=1, description="attention heads")
     width: int = Field(64, ge=1, description="residual stream width")
     readout: str = Field("probe", description="probe (linear probe per layer) | model (the model's read-out)")

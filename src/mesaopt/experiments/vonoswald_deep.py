@@ -8,10 +8,12 @@ K steps of GD (one lr, fitted: ``GD.fit_lr``) and of GD++ (one lr and gamma, fit
 Metrics per K (all losses 1/2 * MSE on one held-out batch shared by all learners):
 ``lsa_loss_k{K}``, ``gd_loss_k{K}``, ``gdpp_loss_k{K}``; ``sens_cos_k{K}`` / ``pred_diff_k{K}`` with the
 best-matching of the two algorithms (named by ``best_is_gdpp_k{K}`` = 1 for GD++, 0 for GD; both are also
-reported as ``sens_cos_gd_k{K}``, ``sens_cos_gdpp_k{K}``, ...); ``interp_loss_k{K}``: loss of the model whose
-weights are the average of the trained ones and of the GD++ construction (``constructions.gd_plus_plus``)
-with per-layer (lr, gamma) fitted to the trained model's predictions (``analysis.identify.fit_gdpp``) and,
-per layer, rescaled by c (W_KQ * c, W_PV / c, same function) so its W_KQ trace matches the trained one.
+reported as ``sens_cos_gd_k{K}``, ``sens_cos_gdpp_k{K}``, ...); ``construction_loss_k{K}``: loss of the GD++
+construction (``constructions.gd_plus_plus``) with per-layer (lr, gamma) fitted to the trained model's predictions
+(``analysis.identify.fit_gdpp``); ``projected_loss_k{K}``: loss of the construction nearest to the trained weights
+(``projected_hparams``: per layer c = mean diag W_KQ[x,x], lr = -c W_PV[y,y], gamma = -c mean diag W_PV[x,x],
+kept at the trained scale: W_KQ = c I); ``interp_loss_k{K}``: loss of the model whose weights are the average of
+the trained ones and of that projected construction.
 Figures: ``losses`` (final loss vs K, training curves), ``alignment`` (sens_cos / pred_diff vs K) and
 ``interpolation`` (loss along (1 - a) theta_trained + a theta_construction, a in [0, 1], for every K).
 """
@@ -35,7 +37,7 @@ from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
 from mesaopt.train import TrainConfig, train
 
-__all__ = ["VonOswaldDeepConfig", "aligned_construction"]
+__all__ = ["VonOswaldDeepConfig", "aligned_construction", "projected_hparams"]
 
 
 _TRAIN_DEFAULTS = dict(steps=3000, batch_size=1024, n_points=11, lr=3e-3, optimizer="adam", schedule="warmup_cosine",
@@ -102,6 +104,23 @@ def aligned_construction(model: LSA, lrs: list[float], gammas: list[float]) -> L
     return out.load_matrices(kq, pv).float()
 
 
+def projected_hparams(model: LSA) -> tuple[list[float], list[float]]:
+    """Per-layer (lr, gamma) of the GD++ construction nearest to the trained weights (heads summed).
+
+    With c = mean diag W_KQ[x, x], lr = -c * W_PV[y, y] and gamma = -c * mean diag W_PV[x, x]: the construction
+    keeps only these entries (and the last layer's gamma, which reaches no prediction, is set to 0).
+    """
+    kq, pv = model.matrices()
+    d = model.d
+    lrs, gammas = [], []
+    for layer in range(model.layers):
+        k, v = kq[layer].detach().double().sum(0), pv[layer].detach().double().sum(0)
+        c = float(torch.diagonal(k[:d, :d]).mean())
+        lrs.append(-c * float(v[d, d]))
+        gammas.append(-c * float(torch.diagonal(v[:d, :d]).mean()) if layer + 1 < model.layers else 0.0)
+    return lrs, gammas
+
+
 def _fit_construction(model: LSA, task: LinearRegression, cfg: VonOswaldDeepConfig, k: int,
                       gd_lr: float) -> tuple[list[float], list[float]]:
     b = task.sample(min(cfg.fit_batch_size, 4096), cfg.n_context + 1, generator(cfg.seed, "construction-fit", k),
@@ -156,14 +175,17 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
     out["pred_diff"] = out[f"pred_diff_{best}"]
 
     lrs, gammas = _fit_construction(model, task, cfg, k, float(gd.lr))
-    con = aligned_construction(model, lrs, gammas)
+    with torch.no_grad():
+        fitted = aligned_construction(model, lrs, gammas)
+        out["construction_loss"] = float(metrics.half_mse(fitted(cx, cy, qx), qy))
+    con = aligned_construction(model, *projected_hparams(model))
     alphas = np.linspace(0.0, 1.0, cfg.interp_points)
     curve = []
     for a in alphas:
         mixed = metrics.interpolate(model, con, float(a))
         with torch.no_grad():
             curve.append(float(metrics.half_mse(mixed(cx, cy, qx), qy)))
-    out["construction_loss"] = curve[-1]
+    out["projected_loss"] = curve[-1]
     out["interp_loss"] = float(np.interp(0.5, alphas, curve))
     out["_curve"] = curve
     out["_alphas"] = alphas.tolist()
@@ -226,7 +248,7 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     ax.set_yscale("log")
     ax.set_xlabel("a: (1-a) trained + a construction")
     ax.set_ylabel("loss (1/2 MSE)")
-    ax.set_title("Interpolating trained LSA and GD++ construction")
+    ax.set_title("Trained LSA → its projection on the GD++ construction")
     ax.legend()
     plotting.save_figure(fig, ctx.path("interpolation"))
 
