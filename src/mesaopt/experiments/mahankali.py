@@ -135,6 +135,16 @@ def _train_one(cfg: MahankaliConfig, ctx: RunContext, task: LinearRegression, n:
             "p_gd1": p_gd1, "qy": qy}
 
 
+def _n_ticks(ax, ns: np.ndarray) -> None:
+    """Log x axis labelled at the trained N values only (no overlapping minor labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(int(n)) for n in ns])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     plotting.paper_style()
     import matplotlib.pyplot as plt
@@ -147,7 +157,7 @@ def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     ax.plot(grid, [optimal_one_step_lr(cfg.d, g, cfg.noise_std, cfg.w_scale) for g in grid],
             color=plotting.PALETTE["gd"], label=r"closed form $\eta^*$")
     ax.plot(ns, [r["lr_learned"] for r in rows], "o", color=plotting.PALETTE["model"], label="trained LSA")
-    ax.set_xscale("log")
+    _n_ticks(ax, ns)
     ax.set_xlabel("context length N")
     ax.set_ylabel("one-step learning rate")
     ax.legend()
@@ -155,7 +165,7 @@ def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     ax.plot(grid, [0.5 * optimal_one_step_risk(cfg.d, g, cfg.noise_std, cfg.w_scale) for g in grid],
             color=plotting.PALETTE["gd"], label="optimal 1-step GD (closed form)")
     ax.plot(ns, [r["lsa_loss"] for r in rows], "o", color=plotting.PALETTE["model"], label="trained LSA")
-    ax.set_xscale("log")
+    _n_ticks(ax, ns)
     ax.set_xlabel("context length N")
     ax.set_ylabel("loss (1/2 MSE)")
     ax.legend()
