@@ -40,7 +40,7 @@ from mesaopt.train import TrainConfig, train
 __all__ = ["VonOswaldDeepConfig", "aligned_construction", "projected_hparams"]
 
 
-_TRAIN_DEFAULTS = dict(steps=3000, batch_size=1024, n_points=11, lr=3e-3, optimizer="adam", schedule="warmup_cosine",
+_TRAIN_DEFAULTS = dict(steps=2500, batch_size=512, n_points=11, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
                        min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100, eval_batch_size=2048,
                        ckpt_every=1000, loss="half_mse", objective="query")
 
@@ -65,8 +65,8 @@ class VonOswaldDeepConfig(ExperimentConfig):
     noise_std: float = Field(0.0, ge=0, description="label noise std")
     ks: list[int] = Field([1, 2, 3, 4, 5], description="numbers of LSA layers K (one model trained per K)")
     init_std: float = Field(0.02, gt=0, description="std of the LSA's initial weights")
-    eval_batch_size: int = Field(8192, ge=16, description="tasks in the final evaluation batch")
-    fit_batch_size: int = Field(8192, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
+    eval_batch_size: int = Field(4096, ge=16, description="tasks in the final evaluation batch")
+    fit_batch_size: int = Field(4096, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
     interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
     train: TrainConfig = Field(default_factory=_default_train)
 
