@@ -18,7 +18,7 @@ class SweepTestConfig(ExperimentConfig):
     x: float = Field(1.0, description="input")
     fail: bool = Field(False, description="raise RuntimeError")
     kill: bool = Field(False, description="SIGKILL the worker process")
-    hold_while: str | None = Field(None, description="sleep while this file exists (max 60 s)")
+    hold_while: str | None = Field(None, description="sleep while this file exists (max 600 s)")
 
 
 @register("sweep-test-exp", "test-only experiment for the sweep engine", config=SweepTestConfig,
@@ -31,7 +31,7 @@ def run(cfg: SweepTestConfig, ctx: RunContext) -> dict[str, float]:
         os.kill(os.getpid(), signal.SIGKILL)
     if cfg.hold_while:
         t0 = time.monotonic()
-        while Path(cfg.hold_while).exists() and time.monotonic() - t0 < 60:
+        while Path(cfg.hold_while).exists() and time.monotonic() - t0 < 600:
             time.sleep(0.05)
     ctx.path("note.txt").write_text(f"pid {os.getpid()}\n")
     return {"y": 2 * cfg.x + cfg.seed, "seed_sq": float(cfg.seed**2), "pid": float(os.getpid())}
