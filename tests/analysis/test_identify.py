@@ -135,3 +135,29 @@ def test_compare_rows_and_bad_input():
         idf.identify(model, TASK, n_context=10, families=["sgd"])
     with pytest.raises(ConfigError, match="algorithms"):
         idf.compare(model, TASK, n_context=10, algorithms=["nope"], batch_size=16)
+
+
+def test_cli_identify_and_compare_on_a_checkpoint(tmp_path, capsys):
+    from mesaopt.cli import main
+    from mesaopt.models import LSA
+    from mesaopt.train import TrainConfig, train
+
+    task = LinearRegression(d=3, x_dist="uniform", input_range=1.0)
+    train(LSA(d=3, layers=2, init_std=0.05), task, TrainConfig(steps=20, batch_size=64, n_points=7, lr=1e-2,
+                                                              eval_every=0, ckpt_every=0),
+          out=tmp_path / "run", progress=False)
+    main(["identify", str(tmp_path / "run"), "--json", "--batch-size", "64", "--max-gd-steps", "4",
+          "--families", "ols,gd"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["meta"]["n_context"] == 6 and len(out["best"]) == 2
+    main(["compare", str(tmp_path / "run"), "--algorithms", "gd,ols", "--json", "--batch-size", "64",
+          "--plot", str(tmp_path / "cmp.png")])
+    res = json.loads(capsys.readouterr().out)
+    assert [r["algorithm"] for r in res["rows"]] == ["gd", "ols"] and (tmp_path / "cmp.png").is_file()
+    for argv in (["identify", str(tmp_path / "missing")], ["compare", str(tmp_path / "run"), "--algorithms", "zz"],
+                 ["identify", str(tmp_path / "run"), "--families", "sgd"]):
+        with pytest.raises(SystemExit) as ei:
+            main(argv)
+        cap = capsys.readouterr()
+        assert ei.value.code == 2 and cap.out == "" and cap.err.startswith("error:")
+        assert len([ln for ln in cap.err.splitlines() if ln.strip()]) == 1
