@@ -37,8 +37,8 @@ from mesaopt.train.curriculum import Curriculum, Ramp
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(steps=4000, batch_size=64, n_points=16, lr=1e-3, optimizer="adamw", weight_decay=0.0,
-                       schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
+    return TrainConfig(steps=3500, batch_size=64, n_points=16, lr=5e-4, optimizer="adamw", weight_decay=0.0,
+                       schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.3, grad_clip=1.0,
                        objective="prefix", loss="mse", eval_every=250, eval_batch_size=512, ckpt_every=1000,
                        curriculum=Curriculum(dims=Ramp(start=2, end=5, inc=1, interval=400),
                                              points=Ramp(start=6, end=16, inc=2, interval=300)))
@@ -70,7 +70,7 @@ class SparsePanel(StrictModel):
 
     enabled: bool = Field(True, description="train and evaluate the sparse panel")
     sparsity: int = Field(2, ge=1, description="number k of non-zero weights")
-    train_steps: int | None = Field(2000, ge=1, description="training steps (None = same as train.steps)")
+    train_steps: int | None = Field(500, ge=1, description="training steps (None = same as train.steps)")
     lasso_alphas: list[float] = Field([0.003, 0.01, 0.03, 0.1, 0.3], min_length=1,
                                       description="LASSO alpha grid; the best on a validation batch is used")
 
