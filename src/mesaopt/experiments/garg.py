@@ -70,7 +70,7 @@ class SparsePanel(StrictModel):
 
     enabled: bool = Field(True, description="train and evaluate the sparse panel")
     sparsity: int = Field(2, ge=1, description="number k of non-zero weights")
-    train_steps: int | None = Field(500, ge=1, description="training steps (None = same as train.steps)")
+    train_steps: int | None = Field(3500, ge=1, description="training steps (None = same as train.steps)")
     lasso_alphas: list[float] = Field([0.003, 0.01, 0.03, 0.1, 0.3], min_length=1,
                                       description="LASSO alpha grid; the best on a validation batch is used")
 
