@@ -319,7 +319,7 @@ def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict
         ax.set_xlabel("inference (System 2) steps")
         ax.set_ylabel("query MSE")
         ax.set_title(f"{name}: d={cfg.d}, N={cfg.n_context}")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     plotting.save_figure(fig, ctx.path("ebt_error_vs_steps"))
 
     fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(names), 3.0))
