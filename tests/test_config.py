@@ -58,3 +58,14 @@ def test_parse_assignments():
         parse_assignments(["novalue"])
     with pytest.raises(ConfigError, match="non-empty key"):
         parse_assignments(["=3"])
+
+
+class WithDefaultFactory(StrictModel):
+    train: Inner = Field(default_factory=lambda: Inner(lr=0.5, steps=99))
+
+
+def test_partial_nested_override_keeps_the_fields_own_defaults():
+    cfg = build_config(WithDefaultFactory, overrides={"lr": "0.1"})
+    assert (cfg.train.lr, cfg.train.steps) == (0.1, 99)
+    assert WithDefaultFactory(train={"steps": 3}).train.lr == 0.5
+    assert WithDefaultFactory().train.steps == 99

@@ -5,15 +5,34 @@ from __future__ import annotations
 from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mesaopt.errors import ConfigError
 
 
 class StrictModel(BaseModel):
-    """Base of every config: unknown fields and NaN/inf are errors, assignments are validated."""
+    """Base of every config: unknown fields and NaN/inf are errors, assignments are validated.
+
+    A nested sub-config given as a partial mapping is completed from the field's own default, so that
+    ``--set train.lr=1e-3`` keeps every other field of the experiment's default ``train`` config
+    (not the sub-config class's bare defaults).
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_nested_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            value = out.get(name)
+            if isinstance(value, dict):
+                default = field.get_default(call_default_factory=True)
+                if isinstance(default, BaseModel):
+                    out[name] = deep_merge(default.model_dump(), value)
+        return out
 
 
 def format_validation_error(err: ValidationError, where: str = "config") -> str:
