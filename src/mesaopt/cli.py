@@ -149,6 +149,11 @@ def sweep_cmd(
         sys.exit(1)
 
 
+def _table_console() -> Console:
+    """A stdout console; wide when stdout is not a terminal (so piped tables are not squeezed to 80 columns)."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 @app.command("identify")
 def identify_cmd(
     ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
@@ -182,7 +187,7 @@ def identify_cmd(
         runner = f"{others[0]['algorithm']} ({others[0]['mse']:.3g})" if others else "-"
         table.add_row(str(best["layer"]), best["algorithm"], idf.format_hparams(best["hparams"]), f"{best['mse']:.3g}",
                       f"{best['pred_diff']:.3g}", f"{best['sens_cos']:.4f}", f"{best['err_cos']:.4f}", runner)
-    Console().print(table)
+    _table_console().print(table)
 
 
 @app.command("compare")
@@ -211,7 +216,7 @@ def compare_cmd(
     for r in res.rows:
         table.add_row(r["algorithm"], idf.format_hparams(r["hparams"]), f"{r['loss']:.4g}", f"{r['mse']:.3g}",
                       f"{r['pred_diff']:.3g}", f"{r['sens_cos']:.4f}", f"{r['err_cos']:.4f}")
-    Console().print(table)
+    _table_console().print(table)
 
 
 @app.command("svm")
