@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     out = out_dir(args.out)
     report: dict = {"machine": machine(), "quick": args.quick, "results": {}}
     t0 = time.perf_counter()
+    from mesaopt.io import atomic_write_json
+
+    path = out / ("results-quick.json" if args.quick else "results.json")
     peaks = None
     if any(n in ("peaks", "lsa", "gpt") for n in names):
         peaks = matmul_peaks(n=256 if args.quick else 1024, repeats=2 if args.quick else 5,
@@ -54,11 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         res["wall_s"] = round(time.perf_counter() - t, 2)
         report["results"][name] = res
         print(f"[bench] {name} done in {res['wall_s']} s", file=sys.stderr)
+        atomic_write_json(path, report)  # partial results survive an interrupted run
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     report["machine_end"] = machine()
-    from mesaopt.io import atomic_write_json
-
-    atomic_write_json(out / ("results-quick.json" if args.quick else "results.json"), report)
+    atomic_write_json(path, report)
     print(json.dumps(report, indent=1, default=float))
     return 0
 

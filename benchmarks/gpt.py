@@ -32,7 +32,8 @@ class HFGPT(nn.Module):
         from transformers import GPT2Config, GPT2Model
 
         cfg = GPT2Config(vocab_size=1, n_positions=2 * points, n_embd=width, n_layer=layers, n_head=heads,
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+                         bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                         use_cache=False)
         torch.manual_seed(0)
         self.read_in = nn.Linear(d + 1, width)
         self.backbone = GPT2Model(cfg)
