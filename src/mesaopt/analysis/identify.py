@@ -515,8 +515,7 @@ def compare(model: Callable, task: Any, n_context: int, algorithms: Sequence[str
     if not names:
         raise ConfigError("algorithms must name at least one algorithm, e.g. gd,ridge,newton")
     dtype = _model_dtype(model)
-    fit, ev = _batches(task, n_context, batch_size, n_queries, seed, device, dtype)
-    final = layer_predictions(model, *fit[:3])[-1:]
+    _, ev = _batches(task, n_context, batch_size, n_queries, seed, device, dtype)
     n_layers = layer_predictions(model, *ev[:3]).shape[0]
     cx, cy, qx, qy = ev
     with torch.no_grad():
@@ -542,7 +541,6 @@ def compare(model: Callable, task: Any, n_context: int, algorithms: Sequence[str
                      "pred_diff": float(metrics.pred_diff(pm, pa)),
                      "sens_cos": float(metrics.sens_cos(model, alg, cx, cy, qx)),
                      "err_cos": err_cos(pm, pa, qy)})
-    del final
     meta = {"model_loss": float(((pm.double() - qy.double()) ** 2).mean()), "n_context": n_context,
             "batch_size": batch_size, "seed": seed, "loss": "mse"}
     return CompareResult(rows, meta)
