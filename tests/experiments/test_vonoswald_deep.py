@@ -52,7 +52,8 @@ def test_quick_run(tmp_path):
     for k in (1, 2):
         for key in ("lsa_loss", "gd_loss", "gdpp_loss", "sens_cos", "pred_diff", "interp_loss"):
             assert f"{key}_k{k}" in res.metrics
-        assert res.metrics[f"gdpp_loss_k{k}"] <= res.metrics[f"gd_loss_k{k}"] * (1 + 1e-6)
+        # GD++ contains GD; both are fitted on another batch, so allow held-out noise
+        assert res.metrics[f"gdpp_loss_k{k}"] <= res.metrics[f"gd_loss_k{k}"] * 1.01
     assert res.metrics["sens_cos_k1"] > 0.9  # one layer aligns with one GD step even after a short run
     for fig in ("losses.png", "alignment.png", "interpolation.png", "k2/ckpt/state.json"):
         assert fig in res.artifacts
