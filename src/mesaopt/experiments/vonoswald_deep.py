@@ -68,6 +68,8 @@ class VonOswaldDeepConfig(ExperimentConfig):
     eval_batch_size: int = Field(4096, ge=16, description="tasks in the final evaluation batch")
     fit_batch_size: int = Field(4096, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
     interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
+    deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
+    deep_lr: float = Field(5e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at lr 1e-2)")
     train: TrainConfig = Field(default_factory=_default_train)
 
     @model_validator(mode="before")
@@ -156,7 +158,8 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
     model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
                 seed=derive_seed(cfg.seed, "init", k) % (2**31))
     tcfg = cfg.train.model_copy(update={"seed": derive_seed(cfg.seed, "train", k) % (2**31), "device": cfg.device,
-                                        "n_points": n + 1})
+                                        "n_points": n + 1,
+                                        "lr": min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr})
     res = train(model, task, tcfg, out=ctx.path(f"k{k}"), resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
     model = res.model.cpu().eval()
 
