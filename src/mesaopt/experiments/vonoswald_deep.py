@@ -69,7 +69,7 @@ class VonOswaldDeepConfig(ExperimentConfig):
     fit_batch_size: int = Field(4096, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
     interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
     deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
-    deep_lr: float = Field(5e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at lr 1e-2)")
+    deep_lr: float = Field(2e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at 1e-2 and 5e-3)")
     train: TrainConfig = Field(default_factory=_default_train)
 
     @model_validator(mode="before")
