@@ -7,11 +7,11 @@ TORCH  := torch==2.13.0
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,ray,tensorboard]' $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev,ray,tensorboard,bench]' $(TORCH)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,6 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]' $(TORCH)
 	$(BIN)/python -m benchmarks
 
 clean:
