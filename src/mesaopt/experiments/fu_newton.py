@@ -64,13 +64,6 @@ class FuNewtonConfig(ExperimentConfig):
     eval_batch_size: int = Field(2048, ge=16, description="sequences in the evaluation batch")
     train: TrainConfig = Field(default_factory=_default_train)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _train_defaults(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("train"), dict):
-            return {**data, "train": {**_TRAIN_DEFAULTS, **data["train"]}}
-        return data
-
     @model_validator(mode="after")
     def _check(self) -> FuNewtonConfig:
         if self.readout not in ("probe", "model"):

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from mesaopt import plotting
 from mesaopt.algorithms import GD
@@ -81,12 +81,6 @@ def _default_train() -> TrainConfig:
     return TrainConfig(**_TRAIN_DEFAULTS)
 
 
-def _merge_train_defaults(data: object) -> object:
-    """A partial ``train`` mapping (from --quick / --set / YAML) is completed with this experiment's defaults."""
-    if isinstance(data, dict) and isinstance(data.get("train"), dict):
-        return {**data, "train": {**_TRAIN_DEFAULTS, **data["train"]}}
-    return data
-
 
 class MahankaliConfig(ExperimentConfig):
     """Config of ``mahankali-optimal``: Gaussian task, the N values trained, training and evaluation sizes."""
@@ -99,11 +93,6 @@ class MahankaliConfig(ExperimentConfig):
     init_std: float = Field(0.002, gt=0, description="std of the LSA's initial weights")
     eval_batch_size: int = Field(20000, ge=16, description="tasks in the final evaluation batch")
     train: TrainConfig = Field(default_factory=_default_train)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _train_defaults(cls, data: object) -> object:
-        return _merge_train_defaults(data)
 
     @field_validator("n_context_sweep")
     @classmethod

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from mesaopt import constructions, plotting
 from mesaopt.algorithms import GD, GDPlusPlus
@@ -49,12 +49,6 @@ def _default_train() -> TrainConfig:
     return TrainConfig(**_TRAIN_DEFAULTS)
 
 
-def _merge_train_defaults(data: object) -> object:
-    """A partial ``train`` mapping (from --quick / --set / YAML) is completed with this experiment's defaults."""
-    if isinstance(data, dict) and isinstance(data.get("train"), dict):
-        return {**data, "train": {**_TRAIN_DEFAULTS, **data["train"]}}
-    return data
-
 
 class VonOswaldDeepConfig(ExperimentConfig):
     """Config of ``vonoswald-deep``: task, the depths K, LSA init, training and evaluation sizes."""
@@ -71,11 +65,6 @@ class VonOswaldDeepConfig(ExperimentConfig):
     deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
     deep_lr: float = Field(2e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at 1e-2 and 5e-3)")
     train: TrainConfig = Field(default_factory=_default_train)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _train_defaults(cls, data: object) -> object:
-        return _merge_train_defaults(data)
 
     @field_validator("ks")
     @classmethod
