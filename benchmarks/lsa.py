@@ -41,6 +41,18 @@ def quad_bytes(b: int, n: int, d: int) -> float:
     return 4.0 * b * n * n * (d + 1)
 
 
+def _hwm_mb() -> float:
+    """Peak resident memory of this process in MB: VmHWM (reset by exec, unlike ru_maxrss, which a child
+    inherits from its parent across fork+exec), falling back to ru_maxrss where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _mem_child() -> None:
     """Child process: peak RSS growth (MB) of each method at increasing N (printed as JSON)."""
     cfg = json.loads(sys.argv[-1])
@@ -50,14 +62,14 @@ def _mem_child() -> None:
     xs, ys = _data(cfg["b"], 8, cfg["d"])
     with torch.no_grad():
         fn(xs, ys)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    base = _hwm_mb()
     out = {}
     for n in cfg["ns"]:
         xs, ys = _data(cfg["b"], n, cfg["d"])
         with torch.no_grad():
             fn(xs, ys)
         del xs, ys
-        out[str(n)] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - base, 2)
+        out[str(n)] = round(_hwm_mb() - base, 2)
     print(json.dumps(out))
 
 
