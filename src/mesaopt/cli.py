@@ -35,6 +35,16 @@ def metrics_table(title: str, metrics: dict[str, float]) -> Table:
     return table
 
 
+def _print_results(title: str, res, json_: bool) -> None:
+    """results.json on stdout (``--json``) or a metrics table and the results path."""
+    if json_:
+        sys.stdout.write(res.to_json() + "\n")
+        return
+    console = Console()
+    console.print(metrics_table(f"{title}  (wall {res.wall_s:.1f} s)", res.metrics))
+    console.print(f"results: {res.out / 'results.json'}")
+
+
 @app.command("list")
 def list_cmd() -> None:
     """List the experiments with a one-line description."""
@@ -64,12 +74,7 @@ def run_cmd(
     overrides = parse_assignments(set_)
     res = experiments.run(name, overrides=overrides, out=out, quick=quick, config_path=config,
                           resume=resume, progress=not json_)
-    if json_:
-        sys.stdout.write(res.to_json() + "\n")
-    else:
-        console = Console()
-        console.print(metrics_table(f"{name}  (wall {res.wall_s:.1f} s)", res.metrics))
-        console.print(f"results: {res.out / 'results.json'}")
+    _print_results(name, res, json_)
 
 
 @app.command("train")
@@ -96,12 +101,7 @@ def train_cmd(
             raise ConfigError("mesaopt train needs -c cfg.yaml (with model:, task: and train: sections)")
         job = make_job(config, parse_assignments(set_), device=device)
         res = run_job(job, out=out, progress=not json_)
-    if json_:
-        sys.stdout.write(res.to_json() + "\n")
-    else:
-        console = Console()
-        console.print(metrics_table(f"train  (wall {res.wall_s:.1f} s)", res.metrics))
-        console.print(f"results: {res.out / 'results.json'}")
+    _print_results("train", res, json_)
 
 
 @app.command("sweep")

@@ -71,6 +71,19 @@ class _Boolean(Task):
     d: int = Field(28, ge=1, description="number of boolean input variables")
 
 
+def _forced_literals(task, batch_size: int, n_points: int, generator: torch.Generator | None,
+                     device: torch.device | str, dtype: torch.dtype, sign: float):
+    """w (B, d) literals, xs (B, T, d) in +-1 (forced rows set to sign*w on its support), forced (B, T)."""
+    check_sample_args(batch_size, n_points)
+    g = default_generator(generator, device)
+    w = sample_literals(batch_size, task.d, task.p_literal, g, device, dtype)
+    xs = sample_pm1((batch_size, n_points, task.d), g, device, dtype)
+    forced = torch.rand(batch_size, n_points, generator=g, device=device) < task.p_force
+    lit = (w != 0).unsqueeze(1) & forced.unsqueeze(-1)  # (B, T, d): coordinates to overwrite
+    xs = torch.where(lit, sign * w.unsqueeze(1).expand_as(xs), xs)
+    return w, xs, forced
+
+
 @register
 class Conjunction(_Boolean):
     """AND of random literals; a fraction p_force of examples is forced positive (Bhattamishra et al.)."""
@@ -82,13 +95,7 @@ class Conjunction(_Boolean):
     def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
         """xs (B, T, d) in +-1, ys (B, T) in +-1, params {"w": (B, d) in {-1,0,1}, "forced": (B, T) bool}."""
-        check_sample_args(batch_size, n_points)
-        g = default_generator(generator, device)
-        w = sample_literals(batch_size, self.d, self.p_literal, g, device, dtype)
-        xs = sample_pm1((batch_size, n_points, self.d), g, device, dtype)
-        forced = torch.rand(batch_size, n_points, generator=g, device=device) < self.p_force
-        lit = (w != 0).unsqueeze(1) & forced.unsqueeze(-1)  # (B, T, d): coordinates to overwrite
-        xs = torch.where(lit, w.unsqueeze(1).expand_as(xs), xs)
+        w, xs, forced = _forced_literals(self, batch_size, n_points, generator, device, dtype, sign=1.0)
         return TaskBatch(xs, conjunction_labels(xs, w), {"w": w, "forced": forced})
 
 
@@ -103,13 +110,7 @@ class Disjunction(_Boolean):
     def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
         """xs (B, T, d) in +-1, ys (B, T) in +-1, params {"w": (B, d) in {-1,0,1}, "forced": (B, T) bool}."""
-        check_sample_args(batch_size, n_points)
-        g = default_generator(generator, device)
-        w = sample_literals(batch_size, self.d, self.p_literal, g, device, dtype)
-        xs = sample_pm1((batch_size, n_points, self.d), g, device, dtype)
-        forced = torch.rand(batch_size, n_points, generator=g, device=device) < self.p_force
-        lit = (w != 0).unsqueeze(1) & forced.unsqueeze(-1)
-        xs = torch.where(lit, -w.unsqueeze(1).expand_as(xs), xs)
+        w, xs, forced = _forced_literals(self, batch_size, n_points, generator, device, dtype, sign=-1.0)
         return TaskBatch(xs, disjunction_labels(xs, w), {"w": w, "forced": forced})
 
 
