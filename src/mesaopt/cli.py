@@ -163,30 +163,34 @@ def identify_cmd(
     max_gd_steps: int = typer.Option(64, "--max-gd-steps", help="largest number of GD steps scanned"),
     max_newton_iters: int = typer.Option(24, "--max-newton-iters", help="largest number of Newton iterations"),
     seed: int = typer.Option(0, "--seed", help="seed of the fit/eval batches"),
+    readout: str = typer.Option("model", "--readout", help="per-layer prediction: model (its read-out head on "
+                                "every layer) or probe (a linear probe to y per layer, GPT; Fu et al.)"),
+    probe_batch_size: int = typer.Option(4096, "--probe-batch-size", help="sequences to fit the probes on"),
 ) -> None:
     """Which algorithm does each layer run? Best-matching algorithm + fitted hyper-parameters per layer."""
     from mesaopt.analysis import identify as idf
 
     model, task, n_context = idf.load_run(ckpt_dir)
     fams = [f.strip() for f in families.split(",") if f.strip()]
+    kw = dict(families=fams, batch_size=batch_size, seed=seed, max_gd_steps=max_gd_steps,
+              max_newton_iters=max_newton_iters, readout=readout, probe_batch_size=probe_batch_size)
     if json_:
-        res = idf.identify(model, task, n_context, families=fams, batch_size=batch_size, seed=seed,
-                           max_gd_steps=max_gd_steps, max_newton_iters=max_newton_iters)
+        res = idf.identify(model, task, n_context, **kw)
         sys.stdout.write(res.to_json() + "\n")
         return
     with err_console.status("identifying ...") as status:
-        res = idf.identify(model, task, n_context, families=fams, batch_size=batch_size, seed=seed,
-                           max_gd_steps=max_gd_steps, max_newton_iters=max_newton_iters,
-                           progress=lambda s: status.update(s))
-    table = Table(title=f"identify {ckpt_dir}  (N={n_context}, mse = mean squared prediction difference)",
-                  header_style="bold")
-    for col in ("layer", "best match", "hyper-parameters", "mse", "pred_diff", "sens_cos", "err_cos", "runner-up"):
+        res = idf.identify(model, task, n_context, progress=lambda s: status.update(s), **kw)
+    table = Table(title=f"identify {ckpt_dir}  (N={n_context}, read-out: {readout}, mse = mean squared prediction "
+                        f"difference)", header_style="bold")
+    for col in ("layer", "layer MSE to y", "best match", "hyper-parameters", "mse", "pred_diff", "sens_cos", "err_cos",
+                "runner-up"):
         table.add_column(col, justify="left" if col in ("best match", "hyper-parameters", "runner-up") else "right")
-    for best in res.best():
+    for j, best in enumerate(res.best()):
         others = sorted((r for r in res.rows if r["layer"] == best["layer"] and r is not best), key=lambda r: r["mse"])
         runner = f"{others[0]['algorithm']} ({others[0]['mse']:.3g})" if others else "-"
-        table.add_row(str(best["layer"]), best["algorithm"], idf.format_hparams(best["hparams"]), f"{best['mse']:.3g}",
-                      f"{best['pred_diff']:.3g}", f"{best['sens_cos']:.4f}", f"{best['err_cos']:.4f}", runner)
+        table.add_row(str(best["layer"]), f"{res.meta['model_mse_to_y'][j]:.3g}", best["algorithm"],
+                      idf.format_hparams(best["hparams"]), f"{best['mse']:.3g}", f"{best['pred_diff']:.3g}",
+                      f"{best['sens_cos']:.4f}", f"{best['err_cos']:.4f}", runner)
     _table_console().print(table)
 
 

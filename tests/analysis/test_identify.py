@@ -161,3 +161,67 @@ def test_cli_identify_and_compare_on_a_checkpoint(tmp_path, capsys):
         cap = capsys.readouterr()
         assert ei.value.code == 2 and cap.out == "" and cap.err.startswith("error:")
         assert len([ln for ln in cap.err.splitlines() if ln.strip()]) == 1
+
+
+class _PlantedStates(torch.nn.Module):
+    """A fake GPT whose query hidden state after layer 1 is the 1-step-GD prediction and after layer 2 the OLS one."""
+
+    def __init__(self, lr):
+        super().__init__()
+        self.lr = lr
+
+    def hidden_states(self, xs, ys):
+        n = xs.shape[1] - 1
+        cx, cy, qx = xs[:, :n], ys[:, :n], xs[:, n:]
+        w_ols = torch.linalg.lstsq(cx, cy.unsqueeze(-1)).solution  # N >= d: the least-squares solution
+        preds = [torch.zeros_like(qx[..., 0]), algorithms.GD(steps=1, lr=self.lr)(cx, cy, qx), (qx @ w_ols)[..., 0]]
+        h = xs.new_zeros(3, xs.shape[0], 2 * (n + 1), 2)
+        for i, p in enumerate(preds):
+            h[i, :, 2 * n, 0] = p[:, 0]
+            h[i, :, 2 * n, 1] = 1.0  # a constant feature: the probe's bias absorbs it
+        return h
+
+
+def test_identify_probe_readout_on_planted_hidden_states():
+    task = LinearRegression(d=3, x_dist="gaussian")  # noiseless: y is the OLS prediction once N >= d
+    model = _PlantedStates(lr=0.3)
+    res = idf.identify(model, task, n_context=8, families=["ols", "gd"], batch_size=256, max_gd_steps=4,
+                       readout="probe", probe_batch_size=2048)
+    assert res.meta["readout"] == "probe"
+    # independent reference for the layer-1 probe: NumPy least squares of y on [GD-1 prediction, 1]
+    from mesaopt.seeding import generator
+
+    b = task.sample(2048, 9, generator(0, "readout-probe"))
+    cx, cy, qx, qy = b.split(8)
+    p1 = algorithms.GD(steps=1, lr=0.3)(cx, cy, qx)[:, 0].double().numpy()
+    a, _ = np.linalg.lstsq(np.stack([p1, np.ones_like(p1)], 1), qy[:, 0].double().numpy(), rcond=None)[0]
+    best = res.best()
+    assert best[0]["algorithm"] == "gd" and best[0]["hparams"]["steps"] == 1
+    assert best[0]["hparams"]["lr"] == pytest.approx(0.3 * a, rel=0.02)
+    assert best[0]["sens_cos"] > 0.999  # the probe read-out is differentiable in the query
+    assert best[1]["algorithm"] == "ols" and best[1]["mse"] < 1e-6
+    with pytest.raises(ConfigError, match="readout"):
+        idf.identify(model, task, n_context=8, readout="lens")
+    with pytest.raises(ConfigError, match="hidden_states"):
+        idf.identify(_Stack([algorithms.OLS()]), task, n_context=8, readout="probe", batch_size=16)
+
+
+def test_cli_identify_probe_readout_on_a_gpt_checkpoint(tmp_path, capsys):
+    from mesaopt.cli import main
+    from mesaopt.models.gpt import GPT
+    from mesaopt.train import TrainConfig, train
+
+    task = LinearRegression(d=2, x_dist="anisotropic", condition_number=10.0)
+    train(GPT(d=2, n_positions=6, layers=2, heads=1, width=8), task,
+          TrainConfig(steps=3, batch_size=8, n_points=6, objective="prefix", eval_every=0, ckpt_every=0),
+          out=tmp_path / "gpt", progress=False)
+    argv = ["identify", str(tmp_path / "gpt"), "--readout", "probe", "--probe-batch-size", "64", "--batch-size", "32",
+            "--max-gd-steps", "3", "--families", "ols,gd,newton", "--max-newton-iters", "3"]
+    main(argv + ["--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["meta"]["readout"] == "probe" and len(out["best"]) == 2 and out["meta"]["n_context"] == 5
+    main(argv)
+    assert "read-out: probe" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ei:
+        main(argv[:2] + ["--readout", "lens"])
+    assert ei.value.code == 2 and capsys.readouterr().err.startswith("error:")

@@ -35,11 +35,12 @@ from scipy import optimize
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs
 
-__all__ = ["FAMILIES", "IdentifyResult", "LayerReadout", "compare", "gd_predictions", "gdpp_predictions",
+__all__ = ["FAMILIES", "READOUTS", "IdentifyResult", "LayerReadout", "compare", "gd_predictions", "gdpp_predictions",
            "identify", "layer_predictions", "newton_predictions", "sq_diff", "err_cos", "fit_gd", "fit_gdpp",
            "fit_newton", "fit_ridge", "build_learner", "CompareResult"]
 
 FAMILIES = ("ols", "gd", "ridge", "newton", "gdpp")  # in order of simplicity: ties go to the earlier one
+READOUTS = ("model", "probe")  # per-layer prediction: the model's forward_layers, or linear probes to y
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -422,13 +423,24 @@ def _match_metrics(model: Callable, layer: int, family: str, hp: dict, ev: tuple
 def identify(model: Callable, task: Any, n_context: int, families: Sequence[str] = FAMILIES,
              batch_size: int = 1024, n_queries: int = 1, seed: int = 0, max_gd_steps: int = 64,
              max_newton_iters: int = 24, tie_tol: float = 0.05, layers: Sequence[int] | None = None,
-             device: str = "cpu", progress: Callable[[str], None] | None = None) -> IdentifyResult:
+             device: str = "cpu", progress: Callable[[str], None] | None = None, readout: str = "model",
+             probe_batch_size: int = 4096) -> IdentifyResult:
     """Per layer of ``model`` (``forward_layers``), the best-matching algorithm + fitted hyper-parameters on ``task``.
 
     Hyper-parameters are fitted on one batch of ``batch_size`` tasks (``n_context`` examples, ``n_queries``
-    queries each); the reported metrics come from a second, disjoint batch. Returns an ``IdentifyResult``.
+    queries each); the reported metrics come from a second, disjoint batch. ``readout``: ``model`` = the
+    model's own ``forward_layers``; ``probe`` = a ridge probe per layer from the query hidden state to y,
+    fitted on a third batch of ``probe_batch_size`` sequences (``probes.fit_readout``; GPT). Returns an
+    ``IdentifyResult``.
     """
     fams = _check_families(families)
+    if readout not in READOUTS:
+        raise ConfigError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
+    if readout == "probe":
+        from mesaopt.analysis import probes
+
+        (progress or (lambda s: None))("fitting per-layer probes")
+        model = probes.fit_readout(model, task, n_context, batch_size=probe_batch_size, seed=seed)
     dtype = _model_dtype(model)
     fit, ev = _batches(task, n_context, batch_size, n_queries, seed, device, dtype)
     cx, cy, qx, _ = fit
@@ -477,7 +489,7 @@ def identify(model: Callable, task: Any, n_context: int, families: Sequence[str]
         rows.extend(layer_rows)
     meta = {"n_layers": n_layers, "layers": sel, "families": fams, "n_context": n_context,
             "batch_size": batch_size, "n_queries": n_queries, "seed": seed, "max_gd_steps": max_gd_steps,
-            "max_newton_iters": max_newton_iters, "tie_tol": tie_tol,
+            "max_newton_iters": max_newton_iters, "tie_tol": tie_tol, "readout": readout,
             "model_mse_to_y": [float(((eval_all[i].double() - ev[3].double()) ** 2).mean()) for i in sel]}
     scans = {k: v.scan for k, v in fits.items() if v.scan}
     return IdentifyResult(rows, meta, scans)

@@ -10,6 +10,8 @@
 * ``probe_r2``: R^2 per layer (and per target coordinate) on a held-out split.
 * ``probe_targets``: the task weight vector w, the OLS solution and the 1-step GD solution of each context.
 * ``probe_layers``: all of the above for one model and task -> {target: R^2 per layer (L+1,)}.
+* ``ProbeReadout`` / ``fit_readout``: per-layer probes *to the label y* as a per-layer read-out of a GPT
+  (Fu et al. 2310.17086): a learner with ``forward_layers`` (differentiable in the query) for ``identify``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs
 
 __all__ = ["query_hidden_states", "fit_probe", "probe_predict", "r2_score", "probe_r2", "probe_targets",
-           "probe_layers"]
+           "probe_layers", "ProbeReadout", "fit_readout"]
 
 
 def _lsa_query_states(model: Any, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
@@ -133,3 +135,50 @@ def probe_layers(model: Any, task: Any, n_context: int, batch_size: int = 2048, 
         r2 = probe_r2(hs, t, train_frac, lam, generator(seed, "probe-split", name))
         out[name] = r2.mean(-1).tolist()
     return out
+
+
+class ProbeReadout(torch.nn.Module):
+    """Per-layer probe outputs on a model's query hidden states (``hidden_states``): a Learner with forward_layers."""
+
+    def __init__(self, model: Any, weights: torch.Tensor) -> None:
+        super().__init__()
+        if not callable(getattr(model, "hidden_states", None)):
+            raise ConfigError(f"readout 'probe' needs a model with hidden_states (e.g. GPT); "
+                              f"{type(model).__name__} has none (use readout 'model')")
+        self.model, self.weights = model, weights  # weights (L, H+1, 1): probes of layers 1..L
+
+    def forward_layers(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """(B,N,d),(B,N),(B,Q,d) -> (L, B, Q) probe outputs after every layer (differentiable in qry_x)."""
+        check_learner_inputs(ctx_x, ctx_y, qry_x)
+        b, n, d = ctx_x.shape
+        q = qry_x.shape[1]
+        xs = torch.cat([ctx_x.unsqueeze(1).expand(b, q, n, d), qry_x.unsqueeze(2)], dim=2).reshape(b * q, n + 1, d)
+        ys = torch.cat([ctx_y.unsqueeze(1).expand(b, q, n), ctx_y.new_zeros(b, q, 1)], dim=2).reshape(b * q, n + 1)
+        h = self.model.hidden_states(xs, ys)[1:, :, 2 * n]  # (L, B*Q, H): the query's x-token
+        w = self.weights.to(h.dtype)
+        out = h @ w[:, :-1] + w[:, -1:]
+        return out[..., 0].reshape(out.shape[0], b, q)
+
+    def forward(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """Prediction of the last layer's probe: (B, Q)."""
+        return self.forward_layers(ctx_x, ctx_y, qry_x)[-1]
+
+
+def fit_readout(model: Any, task: Any, n_context: int, batch_size: int = 4096, seed: int = 0,
+                lam: float = 1e-4) -> ProbeReadout:
+    """Fit one ridge probe per layer from the query hidden state to y on ``batch_size`` fresh sequences."""
+    from mesaopt.seeding import generator
+
+    if not callable(getattr(model, "hidden_states", None)):
+        raise ConfigError(f"readout 'probe' needs a model with hidden_states (e.g. GPT); "
+                          f"{type(model).__name__} has none (use readout 'model')")
+    if batch_size < 2:
+        raise ConfigError(f"probe batch_size must be >= 2, got {batch_size}")
+    try:
+        dtype = next(model.parameters()).dtype
+    except (AttributeError, StopIteration):
+        dtype = torch.float32
+    b = task.sample(batch_size, n_context + 1, generator(seed, "readout-probe"), dtype=dtype)
+    cx, cy, qx, qy = b.split(n_context)
+    hs = query_hidden_states(model, cx, cy, qx)[1:, :, 0]  # (L, B, H)
+    return ProbeReadout(model, fit_probe(hs, qy, lam=lam).to(dtype))

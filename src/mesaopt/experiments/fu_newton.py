@@ -83,27 +83,7 @@ def err_cos_matrix(preds: torch.Tensor, layers: torch.Tensor, y: torch.Tensor) -
     return torch.nan_to_num(out, nan=-1.0, posinf=-1.0, neginf=-1.0)
 
 
-class ProbedLayers(torch.nn.Module):
-    """Per-layer predictions from linear probes on a model's query hidden states: a Learner with forward_layers."""
-
-    def __init__(self, model: torch.nn.Module, weights: torch.Tensor) -> None:
-        super().__init__()
-        self.model, self.weights = model, weights  # weights (L, H+1, 1) for layers 1..L
-
-    def forward_layers(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
-        """(B,N,d),(B,N),(B,Q,d) -> (L, B, Q) probe outputs at every layer (differentiable in qry_x)."""
-        b, n, d = ctx_x.shape
-        q = qry_x.shape[1]
-        xs = torch.cat([ctx_x.unsqueeze(1).expand(b, q, n, d), qry_x.unsqueeze(2)], dim=2).reshape(b * q, n + 1, d)
-        ys = torch.cat([ctx_y.unsqueeze(1).expand(b, q, n), ctx_y.new_zeros(b, q, 1)], dim=2).reshape(b * q, n + 1)
-        h = self.model.hidden_states(xs, ys)[1:, :, 2 * n]  # (L, B*Q, H)
-        w = self.weights.to(h.dtype)
-        out = h @ w[:, :-1] + w[:, -1:]
-        return out[..., 0].reshape(out.shape[0], b, q)
-
-    def forward(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
-        """Prediction of the last layer's probe: (B, Q)."""
-        return self.forward_layers(ctx_x, ctx_y, qry_x)[-1]
+ProbedLayers = probes.ProbeReadout  # per-layer probes to y (moved to analysis.probes; kept for importers)
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -179,11 +159,8 @@ def run(cfg: FuNewtonConfig, ctx: RunContext) -> dict[str, float]:
     tcfg = cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device, "n_points": n + 1})
     model = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress).model.cpu().eval()
 
-    pb = task.sample(cfg.probe_batch_size, n + 1, generator(cfg.seed, "probe"))
-    pcx, pcy, pqx, pqy = pb.split(n)
     if cfg.readout == "probe":
-        hs = probes.query_hidden_states(model, pcx, pcy, pqx)[1:, :, 0]  # (L, B, H)
-        learner = ProbedLayers(model, probes.fit_probe(hs, pqy, lam=1e-4).float())
+        learner = probes.fit_readout(model, task, n, batch_size=cfg.probe_batch_size, seed=cfg.seed, lam=1e-4)
     else:
         learner = model
     ev = task.sample(cfg.eval_batch_size, n + 1, generator(cfg.seed, "eval"))
