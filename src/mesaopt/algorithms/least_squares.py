@@ -1,8 +1,11 @@
 """Least squares learners: min-norm OLS, ridge (sum-normalised) and the Bayes posterior mean (BayesRidge).
 
-Prefix predictions use exact rank-one recursions over t, vectorised over the batch, in float64:
-Greville's pseudo-inverse recursion for min-norm OLS (correct for t < d) and recursive least squares
-(Sherman-Morrison) for ridge. Both cost O(T * B * d^2) time and O(B * d^2) memory.
+Fits are Cholesky solves of the (primal or dual) Gram in float64, chunked over tasks with the batch as the
+innermost dimension (:mod:`mesaopt.algorithms.kernels`); OLS tasks that are rank-deficient or ill-conditioned
+fall back to pinv. Prefix predictions use exact rank-one recursions over t, vectorised over the batch, in
+float64: Greville's pseudo-inverse recursion for min-norm OLS (correct for t < d) and recursive least squares
+(Sherman-Morrison) for ridge. Both cost O(T * B * d^2) time and O(chunk * d^2) memory. The batch-first
+``greville_prefix_weights`` / ``rls_prefix_weights`` are kept as slow references for the tests.
 """
 
 from __future__ import annotations
@@ -11,26 +14,104 @@ from typing import ClassVar
 
 import torch
 
-from mesaopt.algorithms.base import LinearAlgorithm, check_float, register
+from mesaopt.algorithms.base import LinearAlgorithm, check_fit_inputs, check_float, register
+from mesaopt.algorithms.kernels import dual_solve, gram_solve, greville_prefix, rls_prefix, task_chunk
 from mesaopt.errors import ConfigError
+from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 
 # A new example opens a new direction of the row space when ||P x||^2 > GREVILLE_TOL * ||x||^2.
 GREVILLE_TOL = 1e-10
 
 
-def min_norm_lstsq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm least squares w = pinv(X) y: x (B, N, d), y (B, N) -> (B, d)."""
-    b, n, d = x.shape
-    if n == 0:
-        return x.new_zeros(b, d)
+# Normal-equation / dual Cholesky paths accept a task when every pivot U_jj^2 > CHOL_RTOL * max diag of its Gram
+# (so cond(Gram) is moderate and the result matches pinv to ~1e-9 relative); other tasks fall back to pinv.
+CHOL_RTOL = 1e-7
+
+
+def _pinv_solve(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (torch.linalg.pinv(x) @ y.unsqueeze(-1)).squeeze(-1)
 
 
+def _fit_chunk(n: int, d: int) -> int:
+    return task_chunk(2 * n * (d + 1) + 3 * (max(n, d) + 1) ** 2)
+
+
+def _prefix_chunk(n: int, d: int) -> int:
+    return task_chunk(2 * n * d + 3 * d * d)
+
+
+def min_norm_lstsq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Minimum-norm least squares w = pinv(X) y: x (B, N, d), y (B, N) (any float dtype) -> float64 (B, d).
+
+    N >= d: normal equations by Cholesky plus one refinement step; N < d: the dual form X^T (X X^T)^{-1} y by
+    Cholesky (both batch-last, :mod:`mesaopt.algorithms.kernels`). Tasks whose Gram is singular or ill-conditioned
+    (a Cholesky pivot <= CHOL_RTOL * its largest diagonal entry) are recomputed with pinv (SVD), so the semantics
+    stay pinv(X) y.
+    """
+    b, n, d = x.shape
+    if n == 0 or b == 0:
+        return torch.zeros(b, d, dtype=torch.float64, device=x.device)
+    if n >= d:
+        w, ok = gram_solve(x, y, 0.0, CHOL_RTOL, _fit_chunk(n, d), refine=True)
+    else:
+        w, ok = dual_solve(x, y, CHOL_RTOL, _fit_chunk(n, d))
+    ok &= torch.isfinite(w).all(-1)
+    if not bool(ok.all()):
+        bad = ~ok
+        w[bad] = _pinv_solve(x[bad].double(), y[bad].double())
+    return w
+
+
 def ridge_solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
-    """w = (X^T X + lam I)^{-1} X^T y (lam > 0): x (B, N, d), y (B, N) -> (B, d)."""
-    d = x.shape[-1]
-    a = x.transpose(1, 2) @ x + lam * torch.eye(d, dtype=x.dtype, device=x.device)
-    return torch.linalg.solve(a, (x.transpose(1, 2) @ y.unsqueeze(-1))).squeeze(-1)
+    """w = (X^T X + lam I)^{-1} X^T y (lam > 0): x (B, N, d), y (B, N) (any float dtype) -> float64 (B, d)."""
+    b, n, d = x.shape
+    if b == 0:
+        return torch.zeros(0, d, dtype=torch.float64, device=x.device)
+    return gram_solve(x, y, lam, 0.0, _fit_chunk(n, d))[0]
+
+
+class _ChunkedLeastSquares(LinearAlgorithm):
+    """Fit / predict / prefix straight from the input dtype, chunked over tasks inside the kernels (no float64
+    copy of the whole batch); subclasses define ``_solve(x, y) -> w float64`` and ``_prefix_kernel``."""
+
+    def __call__(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """ctx_x (B, N, d), ctx_y (B, N), qry_x (B, Q, d) -> predictions (B, Q)."""
+        check_learner_inputs(ctx_x, ctx_y, qry_x)
+        w = self._solve(ctx_x, ctx_y)
+        return (qry_x.to(torch.float64) * w.unsqueeze(1)).sum(-1).to(qry_x.dtype)
+
+    def fit(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor) -> torch.Tensor:
+        """ctx_x (B, N, d), ctx_y (B, N) -> fitted weights w (B, d)."""
+        check_fit_inputs(ctx_x, ctx_y)
+        return self._solve(ctx_x, ctx_y).to(ctx_x.dtype)
+
+    def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """xs (B, T, d), ys (B, T) -> (B, T): prediction at t from examples 0..t-1 (one batched pass)."""
+        check_prefix_inputs(xs, ys)
+        return self._prefix_kernel(xs, ys, False).to(xs.dtype)
+
+    def prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """xs (B, T, d), ys (B, T) -> W (B, T, d): weights fitted on examples 0..t-1 (row t)."""
+        check_prefix_inputs(xs, ys)
+        return self._prefix_kernel(xs, ys, True).to(xs.dtype)
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._solve(x, y)
+
+    def _fit_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return self._solve(x, y)  # zero rows change neither the min-norm nor the ridge solution
+
+    def _prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return self._prefix_kernel(xs, ys, True)
+
+    def _prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return self._prefix_kernel(xs, ys, False)
+
+    def _solve(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,6 +120,9 @@ def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def greville_prefix_weights(xs: torch.Tensor, ys: torch.Tensor, tol: float = GREVILLE_TOL) -> torch.Tensor:
     """Min-norm LS weights of every prefix: xs (B, T, d), ys (B, T) -> W (B, T, d), row t fitted on 0..t-1.
+
+    Reference implementation (batch-first, one allocation per op); the learners use the equivalent batch-last
+    kernel :func:`mesaopt.algorithms.kernels.greville_prefix_bl`, tested against this.
 
     Greville's row-appending recursion for A^+ with A = X_t, keeping w = A^+ y, P = I - A^+ A (projector on
     the null space of A) and G = (A^T A)^+. A new row x with c = P x != 0 gives k = c / ||c||^2 and
@@ -77,7 +161,10 @@ def greville_prefix_weights(xs: torch.Tensor, ys: torch.Tensor, tol: float = GRE
 
 
 def rls_prefix_weights(xs: torch.Tensor, ys: torch.Tensor, lam: float) -> torch.Tensor:
-    """Ridge weights of every prefix by recursive least squares: (B,T,d), (B,T) -> W (B,T,d) (lam > 0)."""
+    """Ridge weights of every prefix by recursive least squares: (B,T,d), (B,T) -> W (B,T,d) (lam > 0).
+
+    Reference implementation; the learners use :func:`mesaopt.algorithms.kernels.rls_prefix_bl`.
+    """
     b, t, d = xs.shape
     w = xs.new_zeros(b, d)
     g = (torch.eye(d, dtype=xs.dtype, device=xs.device) / lam).expand(b, d, d).clone()
@@ -94,23 +181,21 @@ def rls_prefix_weights(xs: torch.Tensor, ys: torch.Tensor, lam: float) -> torch.
 
 
 @register
-class OLS(LinearAlgorithm):
+class OLS(_ChunkedLeastSquares):
     """Minimum-norm least squares w = pinv(X) y (the interpolant of least norm when N < d)."""
 
     kind: ClassVar[str] = "ols"
 
-    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _solve(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return min_norm_lstsq(x, y)
 
-    def _fit_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        return min_norm_lstsq(x, y)  # zero rows do not change the min-norm solution
-
-    def _prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return greville_prefix_weights(xs, ys)
+    def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
+        b, t, d = xs.shape
+        return greville_prefix(xs, ys, GREVILLE_TOL, weights, _prefix_chunk(t, d))
 
 
 @register
-class Ridge(LinearAlgorithm):
+class Ridge(_ChunkedLeastSquares):
     """w = (X^T X + lam I)^{-1} X^T y (sum-normalised, = sklearn Ridge(alpha=lam, fit_intercept=False)).
 
     ``lam = 0`` is the limit lam -> 0+, i.e. min-norm OLS.
@@ -124,14 +209,14 @@ class Ridge(LinearAlgorithm):
     def hparams(self) -> dict:
         return {"lam": self.lam}
 
-    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _solve(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ridge_solve(x, y, self.lam) if self.lam > 0 else min_norm_lstsq(x, y)
 
-    def _fit_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        return self._fit(x, y)
-
-    def _prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return rls_prefix_weights(xs, ys, self.lam) if self.lam > 0 else greville_prefix_weights(xs, ys)
+    def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
+        b, t, d = xs.shape
+        if self.lam > 0:
+            return rls_prefix(xs, ys, self.lam, weights, _prefix_chunk(t, d))
+        return greville_prefix(xs, ys, GREVILLE_TOL, weights, _prefix_chunk(t, d))
 
 
 @register
