@@ -18,8 +18,12 @@ def test_configs_validate():
         experiments.make_config("svm-local-global", {"ds": []})
     with pytest.raises(ConfigError, match="r_max"):
         experiments.make_config("svm-regpath", {"r_min": 5.0, "r_max": 1.0})
+    with pytest.raises(ConfigError, match="kq_weight_decay"):
+        experiments.make_config("svm-implicit-bias", {"kq_weight_decay": -1.0})
     cfg = experiments.make_config("svm-implicit-bias", quick=True)
     assert cfg.n_seeds == 4 and (cfg.n, cfg.T, cfg.d) == (6, 8, 10)
+    full = experiments.make_config("svm-implicit-bias")  # the papers' setting
+    assert (full.steps, full.kq_steps, full.lr, full.kq_weight_decay) == (2000, 2000, 0.1, 2.2e-16)
 
 
 @pytest.mark.slow
@@ -28,8 +32,10 @@ def test_implicit_bias_end_to_end(tmp_path):
                                                           "T": 4, "d": 5, "sizes": [], "record_every": 10},
                           out=tmp_path, progress=False)
     m = res.metrics
-    for k in ("corr_W_fro", "corr_KQ_nuc", "corr_W_nuc", "corr_KQ_fro", "mass_W", "corr_W_fro_seed1"):
+    for k in ("corr_W_fro", "corr_KQ_nuc", "corr_W_nuc", "corr_KQ_fro", "mass_W", "corr_W_fro_seed1",
+              "corr_KQ_nuc_noreg", "corr_KQ_nuc_noreg_seed1", "corr_KQ_nuc_min", "w_norm_KQ", "w_norm_KQ_noreg"):
         assert k in m and np.isfinite(m[k])
+    assert m["kq_weight_decay"] == 2.2e-16 and m["corr_KQ_nuc_min"] <= m["corr_KQ_nuc"]
     assert m["corr_W_fro"] > 0.9 and m["corr_KQ_nuc"] > 0.9 and m["mass_W"] > 0.9
     assert 1 <= m["rank_svm_nuc"] <= m["rank_svm_fro"] <= 5
     assert {"implicit_bias.png", "implicit_bias.pdf", "curves.npz"} <= set(res.artifacts)

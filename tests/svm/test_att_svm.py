@@ -111,6 +111,53 @@ def test_nuclear_matches_factorized_primal():
     assert best == pytest.approx(sol.objective, rel=1e-6)
 
 
+def _orthonormal(d, r, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, r)))
+    return q
+
+
+def test_basis_restricted_svm_matches_projected_duals():
+    """W = U M Vᵀ: Frobenius vs the dual QP on projected constraints Uᵀ A_k V, nuclear vs max 1ᵀlam s.t.
+    ||Uᵀ (sum_k lam_k A_k) V||_op <= 1 (SLSQP); the solution lies in the given column / row spaces."""
+    _, X, Z, a = _problem(2, 3, 4, 1)
+    U, V = _orthonormal(4, 3, 0), _orthonormal(4, 2, 1)
+    A = _rows(X, Z, a).reshape(-1, 4, 4)
+    P = np.einsum("di,kde,ej->kij", U, A, V).reshape(len(A), -1)  # projected constraint rows (k, 3*2)
+    G = P @ P.T
+    fro = att_svm(X, Z, a, norm="fro", basis=(U, V))
+    res = minimize(lambda lam: 0.5 * lam @ G @ lam - lam.sum(), np.zeros(len(P)), jac=lambda lam: G @ lam - 1,
+                   method="L-BFGS-B", bounds=[(0, None)] * len(P), options={"ftol": 1e-15, "gtol": 1e-12})
+    np.testing.assert_allclose(fro.W, U @ (P.T @ res.x).reshape(3, 2) @ V.T, atol=1e-6)
+
+    nuc = att_svm(X, Z, a, norm="nuc", basis=(torch.from_numpy(U), V))
+
+    def op(lam):
+        return np.linalg.norm((P.T @ lam).reshape(3, 2), 2)
+
+    res = minimize(lambda lam: -lam.sum(), np.full(len(P), 0.1), jac=lambda lam: -np.ones_like(lam), method="SLSQP",
+                   bounds=[(0, None)] * len(P), constraints=[{"type": "ineq", "fun": lambda lam: 1 - op(lam)}],
+                   options={"ftol": 1e-12, "maxiter": 300})
+    assert op(res.x) <= 1 + 1e-7 and res.x.sum() == pytest.approx(nuc.objective, rel=1e-6)
+    for sol in (fro, nuc):
+        assert sol.min_margin >= 1 - 1e-6
+        np.testing.assert_allclose(sol.W - U @ U.T @ sol.W @ V @ V.T, 0, atol=1e-9)
+    assert nuc.objective >= att_svm(X, Z, a, norm="nuc").objective - 1e-7  # a restriction cannot do better
+
+
+def test_full_basis_equals_unrestricted_and_bad_basis():
+    p, X, Z, a = _problem(3, 4, 4, 0)
+    R1, R2 = _orthonormal(4, 4, 2), _orthonormal(4, 4, 3)
+    for norm in ("fro", "nuc"):
+        free, rot = att_svm(X, Z, a, norm=norm), att_svm(X, Z, a, norm=norm, basis=(R1, R2))
+        assert rot.objective == pytest.approx(free.objective, rel=1e-6) and correlation(rot.W, free.W) > 1 - 1e-6
+    with pytest.raises(ConfigError, match="orthonormal"):
+        att_svm(X, Z, a, basis=(2 * R1, R2))
+    with pytest.raises(ShapeError, match="basis V"):
+        att_svm(X, Z, a, basis=(R1, np.ones((3, 1))))
+    with pytest.raises(SVMInfeasible, match="within the given basis"):
+        att_svm(X, Z, a, basis=(R1[:, :1], R2[:, :1]))  # rank 1 cannot separate this problem
+
+
 def test_nuclear_solution_is_low_rank():
     p, *_ = _problem(6, 8, 10, 0)
     fro = att_svm(p.X, p.Z, p.optimal_tokens(), norm="fro")

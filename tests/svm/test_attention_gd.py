@@ -7,7 +7,18 @@ import pytest
 import torch
 
 from mesaopt.errors import ConfigError
-from mesaopt.svm import att_svm, attention_grads, attention_loss, attention_output, scaled_grad_W, train_attention
+from mesaopt.svm import (
+    PAPER_KQ_WEIGHT_DECAY,
+    att_svm,
+    attention_grads,
+    attention_loss,
+    attention_output,
+    correlation,
+    implicit_bias_demo,
+    regularization_path,
+    scaled_grad_W,
+    train_attention,
+)
 from mesaopt.tasks.selection import sample_selection
 
 
@@ -124,6 +135,23 @@ def test_weight_decay_step(prob):
         train_attention(prob, weight_decay=-1.0)
 
 
+def test_kq_vanishing_weight_decay_endpoint_is_the_nuclear_ball_minimizer():
+    """With lambda (||K||² + ||Q||²), normalized GD on (K, Q) stops growing ||W|| and ends at the minimizer of the
+    loss over the nuclear ball of its own radius, found independently by projected GD on W (regularization path)."""
+    p = sample_selection(3, 4, 5, torch.Generator().manual_seed(3), batch=3)
+    lam = 1e-8
+    res = train_attention(p, param="KQ", steps=1500, weight_decay=lam, generator=torch.Generator().manual_seed(0),
+                          record_every=100)
+    free = train_attention(p, param="KQ", steps=1500, generator=torch.Generator().manual_seed(0), record_every=1500)
+    late = res.w_norm[-5:]
+    assert ((late.max(0).values - late.min(0).values) / late.mean(0) < 0.01).all()  # norm plateau
+    assert (free.w_norm[-1] > 10 * res.w_norm[-1]).all()  # without lambda ||W|| keeps growing (~ iterations²)
+    for b in range(3):
+        radius = float(torch.linalg.matrix_norm(res.W[b], "nuc"))
+        ref = regularization_path(p[b], [radius], norm="nuc", steps=300)
+        assert correlation(res.W[b], ref.W[-1]) > 0.999
+
+
 def test_gd_converges_to_svm_direction_and_saturates():
     p = sample_selection(2, 3, 4, torch.Generator().manual_seed(1))
     res = train_attention(p, steps=600, generator=torch.Generator().manual_seed(0), record_every=50)
@@ -150,3 +178,10 @@ def test_bad_config(prob):
         train_attention(prob, loss="hinge")
     with pytest.raises(ConfigError, match="lr"):
         train_attention(prob, lr=0.0)
+
+
+def test_demo_uses_the_papers_kq_weight_decay():
+    kq = implicit_bias_demo(param="KQ", n=2, T=3, d=4, steps=300)
+    assert kq["weight_decay"] == PAPER_KQ_WEIGHT_DECAY == 2.2e-16 and kq["norm"] == "nuc"
+    assert kq["feasible"] and kq["corr"] > 0.95 and kq["svm_min_margin"] >= 1 - 1e-6
+    assert implicit_bias_demo(param="W", n=2, T=3, d=4, steps=50)["weight_decay"] == 0.0

@@ -3,6 +3,8 @@
 * ``svm-implicit-bias``: normalized GD on W (resp. K, Q) of f(X) = vᵀXᵀ softmax(X W z) with the logistic loss;
   correlation of W_k (resp. K_k Q_kᵀ) with the Frobenius (resp. nuclear) Att-SVM solution of GD's final
   token selection, softmax mass on the selected tokens and ||W|| vs iterations, several seeds and sizes.
+  (K, Q) runs carry the papers' vanishing regularization lambda (||K||² + ||Q||²), lambda = 2.2e-16; the
+  unregularized (K, Q) run is reported alongside (``*_noreg``).
 * ``svm-local-global``: fraction of random problems/initializations where GD ends at the globally optimal
   selection, at a locally optimal (non-global) one, or at neither, as the dimension d grows.
 * ``svm-regpath``: the constrained minimizers W_R (||W|| <= R, Frobenius and nuclear balls) for growing R,
@@ -29,7 +31,7 @@ from mesaopt.experiments.base import ExperimentConfig, RunContext, register
 from mesaopt.io import atomic_write_bytes
 from mesaopt.seeding import generator
 from mesaopt.svm.att_svm import SVMInfeasible, att_svm, correlation
-from mesaopt.svm.attention_gd import attention_probs, train_attention
+from mesaopt.svm.attention_gd import PAPER_KQ_WEIGHT_DECAY, attention_probs, train_attention
 from mesaopt.svm.optimal_tokens import check_local
 from mesaopt.svm.regpath import regularization_path
 from mesaopt.tasks.selection import SelectionProblem, sample_seeded
@@ -50,6 +52,18 @@ def _svm_or_none(problem: SelectionProblem, alpha: torch.Tensor, norm: str) -> n
         return None
 
 
+def own_subspace_svm(problem: SelectionProblem, alpha: torch.Tensor, W: np.ndarray, r: int) -> np.ndarray | None:
+    """Nuclear Att-SVM restricted to W's top-r left / right singular subspaces (None if infeasible there): (d, d).
+
+    If GD's direction matches this but not the global W_mm_star, GD has solved the SVM within its current
+    column / row spaces and only those subspaces are still off (they rotate slowly for (K, Q))."""
+    U, _, Vt = np.linalg.svd(W)
+    try:
+        return att_svm(problem.X, problem.Z, alpha, norm="nuc", basis=(U[:, :r], Vt[:r].T)).W
+    except SVMInfeasible:
+        return None
+
+
 # ----------------------------------------------------------------------------------------------- implicit bias
 class ImplicitBiasConfig(ExperimentConfig):
     """svm-implicit-bias: the papers' setting by default (n=6, T=8, d=10, eta=0.1, normalized GD, float64)."""
@@ -59,7 +73,11 @@ class ImplicitBiasConfig(ExperimentConfig):
     d: int = Field(10, ge=1, description="token dimension")
     n_seeds: int = Field(20, ge=1, description="independent problems (each with its own random init)")
     steps: int = Field(2000, ge=1, description="normalized GD iterations for the W parametrization (paper: 2000)")
-    kq_steps: int = Field(10000, ge=1, description="iterations for (K, Q); its direction converges more slowly")
+    kq_steps: int = Field(2000, ge=1, description="normalized GD iterations for (K, Q) (paper: 2000)")
+    kq_weight_decay: float = Field(PAPER_KQ_WEIGHT_DECAY, ge=0,
+                                   description="lambda of lambda(||K||²+||Q||²) in (K, Q) runs (papers' code: 2.2e-16)")
+    kq_noreg: bool = Field(True, description="also run (K, Q) with lambda = 0, reported as *_noreg")
+    kq_width: int | None = Field(None, ge=1, description="inner dimension m of K, Q (d x m); default d")
     lr: float = Field(0.1, gt=0, description="step size eta of normalized GD")
     loss: str = Field("logistic", description="logistic | correlation")
     init_std: float | None = Field(None, gt=0, description="per-entry init std (default 1/sqrt(3d))")
@@ -88,9 +106,14 @@ def implicit_bias_runs(n: int, T: int, d: int, cfg: ImplicitBiasConfig, progress
     problem = sample_seeded(n, T, d, cfg.seed, cfg.n_seeds)
     glob = problem.optimal_tokens()
     out: dict = {}
-    for param, steps in (("W", cfg.steps), ("KQ", cfg.kq_steps)):
+    variants = [("W", "W", cfg.steps, 0.0), ("KQ", "KQ", cfg.kq_steps, cfg.kq_weight_decay)]
+    if cfg.kq_noreg and cfg.kq_weight_decay > 0:
+        variants.append(("KQ0", "KQ", cfg.kq_steps, 0.0))
+    for name, param, steps, wd in variants:
         t0 = time.perf_counter()
+        # the same init for both (K, Q) variants, so that they differ only by lambda
         res = train_attention(problem, param=param, steps=steps, lr=cfg.lr, loss=cfg.loss, init_std=cfg.init_std,
+                              weight_decay=wd, width=cfg.kq_width if param == "KQ" else None,
                               generator=generator(cfg.seed, "svm-init", param, n, T, d),
                               record_every=cfg.record_every, progress=progress)
         t_gd = time.perf_counter() - t0
@@ -98,6 +121,7 @@ def implicit_bias_runs(n: int, T: int, d: int, cfg: ImplicitBiasConfig, progress
         curves = {"fro": np.full((cfg.n_seeds, len(res.steps)), np.nan),
                   "nuc": np.full((cfg.n_seeds, len(res.steps)), np.nan)}
         ranks = {"fro": np.full(cfg.n_seeds, np.nan), "nuc": np.full(cfg.n_seeds, np.nan)}
+        own = np.full(cfg.n_seeds, np.nan)
         t1 = time.perf_counter()
         for k in range(cfg.n_seeds):  # one convex solve per problem and norm (cvxpy; not a hot path)
             for norm in ("fro", "nuc"):
@@ -106,10 +130,13 @@ def implicit_bias_runs(n: int, T: int, d: int, cfg: ImplicitBiasConfig, progress
                     curves[norm][k] = res.corr(torch.from_numpy(W))[:, k].numpy()
                     sv = np.linalg.svd(W, compute_uv=False)
                     ranks[norm][k] = int((sv > 1e-6 * sv[0]).sum())
-        out[param] = {"steps": res.steps, "corr_fro": curves["fro"], "corr_nuc": curves["nuc"],
-                      "mass": res.mass(sel).T.numpy(), "w_norm": res.w_norm.T.numpy(),
-                      "global": (sel == glob).all(-1).numpy(), "gd_s": t_gd, "svm_s": time.perf_counter() - t1,
-                      "rank_fro": ranks["fro"], "rank_nuc": ranks["nuc"]}
+                    if param == "KQ" and norm == "nuc":
+                        W_own = own_subspace_svm(problem[k], sel[k], res.W[k].numpy(), int(ranks[norm][k]))
+                        own[k] = np.nan if W_own is None else correlation(res.W[k].numpy(), W_own)
+        out[name] = {"steps": res.steps, "corr_fro": curves["fro"], "corr_nuc": curves["nuc"],
+                     "mass": res.mass(sel).T.numpy(), "w_norm": res.w_norm.T.numpy(),
+                     "global": (sel == glob).all(-1).numpy(), "gd_s": t_gd, "svm_s": time.perf_counter() - t1,
+                     "rank_fro": ranks["fro"], "rank_nuc": ranks["nuc"], "corr_own": own}
     return out
 
 
@@ -117,6 +144,11 @@ def _mean_final(curves: np.ndarray) -> float:
     final = curves[:, -1]
     final = final[np.isfinite(final)]
     return float(final.mean()) if len(final) else float("nan")
+
+
+def _nan_stat(a: np.ndarray, fn) -> float:
+    a = a[np.isfinite(a)]
+    return float(fn(a)) if len(a) else float("nan")
 
 
 def _at_step(run: dict, curves: np.ndarray, step: int) -> float:
@@ -128,31 +160,50 @@ def _at_step(run: dict, curves: np.ndarray, step: int) -> float:
 
 @register("svm-implicit-bias", "Tarzanagh et al.: GD on attention W / (K,Q) -> Frobenius / nuclear Att-SVM direction",
           config=ImplicitBiasConfig,
-          quick={"n_seeds": 4, "steps": 400, "kq_steps": 800, "sizes": [[4, 6, 8]], "record_every": 20})
+          quick={"n_seeds": 4, "steps": 400, "kq_steps": 400, "sizes": [[4, 6, 8]], "record_every": 20})
 def run_implicit_bias(cfg: ImplicitBiasConfig, ctx: RunContext) -> dict[str, float]:
     """Correlation of GD's direction with the Att-SVM solutions; figure implicit_bias.png."""
     main = implicit_bias_runs(cfg.n, cfg.T, cfg.d, cfg, ctx.progress)
     W, KQ = main["W"], main["KQ"]
     m: dict[str, float] = {
         "corr_W_fro": _mean_final(W["corr_fro"]), "corr_KQ_nuc": _mean_final(KQ["corr_nuc"]),
+        "corr_W_fro_min": _nan_stat(W["corr_fro"][:, -1], np.min),
+        "corr_KQ_nuc_min": _nan_stat(KQ["corr_nuc"][:, -1], np.min),
         "corr_W_nuc": _mean_final(W["corr_nuc"]), "corr_KQ_fro": _mean_final(KQ["corr_fro"]),
-        f"corr_KQ_nuc_at_{cfg.steps}": _at_step(KQ, KQ["corr_nuc"], cfg.steps),
+        "kq_weight_decay": cfg.kq_weight_decay,
+        "w_norm_KQ": float(KQ["w_norm"][:, -1].mean()),
+        "corr_KQ_nuc_own_subspace": _nan_stat(KQ["corr_own"], np.mean),
         "mass_W": float(W["mass"][:, -1].mean()), "mass_KQ": float(KQ["mass"][:, -1].mean()),
         "frac_global_W": float(W["global"].mean()), "frac_global_KQ": float(KQ["global"].mean()),
         "n_feasible_W": int(np.isfinite(W["corr_fro"][:, -1]).sum()),
         "n_feasible_KQ": int(np.isfinite(KQ["corr_nuc"][:, -1]).sum()),
         "rank_svm_fro": float(np.nanmean(W["rank_fro"])), "rank_svm_nuc": float(np.nanmean(KQ["rank_nuc"])),
-        "gd_wall_s": round(W["gd_s"] + KQ["gd_s"], 2), "svm_wall_s": round(W["svm_s"] + KQ["svm_s"], 2),
+        "gd_wall_s": round(sum(r["gd_s"] for r in main.values()), 2),
+        "svm_wall_s": round(sum(r["svm_s"] for r in main.values()), 2),
     }
+    if cfg.kq_steps > cfg.steps:
+        m[f"corr_KQ_nuc_at_{cfg.steps}"] = _at_step(KQ, KQ["corr_nuc"], cfg.steps)
+    KQ0 = main.get("KQ0")
+    if KQ0 is not None:
+        m.update({"corr_KQ_nuc_noreg": _mean_final(KQ0["corr_nuc"]),
+                  "corr_KQ_nuc_noreg_min": _nan_stat(KQ0["corr_nuc"][:, -1], np.min),
+                  "corr_KQ_fro_noreg": _mean_final(KQ0["corr_fro"]),
+                  "corr_KQ_nuc_own_subspace_noreg": _nan_stat(KQ0["corr_own"], np.mean),
+                  "w_norm_KQ_noreg": float(KQ0["w_norm"][:, -1].mean()),
+                  "frac_global_KQ_noreg": float(KQ0["global"].mean())})
     for k in range(cfg.n_seeds):
         m[f"corr_W_fro_seed{k}"] = float(W["corr_fro"][k, -1])
         m[f"corr_KQ_nuc_seed{k}"] = float(KQ["corr_nuc"][k, -1])
+        if KQ0 is not None:
+            m[f"corr_KQ_nuc_noreg_seed{k}"] = float(KQ0["corr_nuc"][k, -1])
     for n, T, d in cfg.sizes:
         r = implicit_bias_runs(n, T, d, cfg, ctx.progress)
         m[f"corr_W_fro_n{n}_T{T}_d{d}"] = _mean_final(r["W"]["corr_fro"])
         m[f"corr_KQ_nuc_n{n}_T{T}_d{d}"] = _mean_final(r["KQ"]["corr_nuc"])
+        if "KQ0" in r:
+            m[f"corr_KQ_nuc_noreg_n{n}_T{T}_d{d}"] = _mean_final(r["KQ0"]["corr_nuc"])
     _save_npz(ctx.path("curves.npz"), W_steps=W["steps"], KQ_steps=KQ["steps"],
-              **{f"{p}_{k}": main[p][k] for p in ("W", "KQ") for k in ("corr_fro", "corr_nuc", "mass", "w_norm")})
+              **{f"{p}_{k}": main[p][k] for p in main for k in ("corr_fro", "corr_nuc", "mass", "w_norm")})
     _plot_implicit_bias(main, cfg, ctx)
     return m
 
@@ -170,10 +221,14 @@ def _plot_implicit_bias(main: dict, cfg: ImplicitBiasConfig, ctx: RunContext) ->
     ax = axes[0]
     plotting.band(ax, W["steps"], _finite_rows(W["corr_fro"]), r"$W$ vs $W^{mm}$ (Frobenius)", BLUE)
     plotting.band(ax, KQ["steps"], _finite_rows(KQ["corr_nuc"]), r"$(K,Q)$ vs $W^{mm}_\star$ (nuclear)", RED)
+    KQ0 = main.get("KQ0")
+    if KQ0 is not None:
+        ax.plot(KQ0["steps"], np.nanmean(KQ0["corr_nuc"], 0), color=RED, ls=":", lw=1.5,
+                label=r"$(K,Q)$, $\lambda=0$, vs $W^{mm}_\star$")
     ax.plot(W["steps"], np.nanmean(W["corr_nuc"], 0), color=BLUE, ls="--", lw=1, label=r"$W$ vs $W^{mm}_\star$")
     ax.plot(KQ["steps"], np.nanmean(KQ["corr_fro"], 0), color=RED, ls="--", lw=1, label=r"$(K,Q)$ vs $W^{mm}$")
     ax.set(xlabel="Iterations", ylabel="Correlation coefficient", ylim=(0, 1.05))
-    ax.set_title(f"n={cfg.n}, T={cfg.T}, d={cfg.d}, {cfg.n_seeds} seeds")
+    ax.set_title(f"n={cfg.n}, T={cfg.T}, d={cfg.d}, {cfg.n_seeds} seeds, $\\lambda_{{KQ}}$={cfg.kq_weight_decay:.2g}")
     ax.legend(loc="lower right")
     ax = axes[1]
     plotting.band(ax, W["steps"], W["mass"], r"$W$", BLUE)
@@ -183,6 +238,8 @@ def _plot_implicit_bias(main: dict, cfg: ImplicitBiasConfig, ctx: RunContext) ->
     ax = axes[2]
     plotting.band(ax, W["steps"], W["w_norm"], r"$W$", BLUE)
     plotting.band(ax, KQ["steps"], KQ["w_norm"], r"$KQ^\top$", RED)
+    if KQ0 is not None:
+        ax.plot(KQ0["steps"], np.nanmean(KQ0["w_norm"], 0), color=RED, ls=":", lw=1.5, label=r"$KQ^\top$, $\lambda=0$")
     ax.set(xlabel="Iterations", ylabel=r"$\|W\|_F$", yscale="log")
     ax.legend(loc="lower right")
     for ax in axes:

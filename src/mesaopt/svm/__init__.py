@@ -12,6 +12,7 @@ from mesaopt.svm.att_svm import (
     margins,
 )
 from mesaopt.svm.attention_gd import (
+    PAPER_KQ_WEIGHT_DECAY,
     AttentionGDResult,
     attention_grads,
     attention_loss,
@@ -32,7 +33,8 @@ from mesaopt.svm.optimal_tokens import (
 from mesaopt.svm.regpath import RegPathResult, excess_loss, project_ball, regularization_path
 
 __all__ = ["SVMInfeasible", "SVMSolution", "att_svm", "constraint_matrix", "correlation", "is_feasible", "margins",
-           "AttentionGDResult", "attention_grads", "attention_loss", "attention_output", "attention_probs",
+           "PAPER_KQ_WEIGHT_DECAY", "AttentionGDResult", "attention_grads", "attention_loss", "attention_output",
+           "attention_probs",
            "scaled_grad_W", "train_attention", "implicit_bias_demo", "LocalOptimality", "check_local",
            "enumerate_locally_optimal", "global_tokens", "is_global", "support_tokens", "RegPathResult",
            "excess_loss", "project_ball", "regularization_path"]

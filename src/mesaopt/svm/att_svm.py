@@ -114,14 +114,28 @@ def _polish_fro(M: np.ndarray, w: np.ndarray, tol: float) -> np.ndarray | None:
     return w2
 
 
+def _check_basis(basis: tuple, d: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(basis, (tuple, list)) or len(basis) != 2:
+        raise ConfigError("basis must be a pair (U (d, r1), V (d, r2)) of matrices with orthonormal columns")
+    U, V = _np(basis[0]), _np(basis[1])
+    for name, B in (("U", U), ("V", V)):
+        if B.ndim != 2 or B.shape[0] != d or not 1 <= B.shape[1] <= d:
+            raise ShapeError(f"basis {name} must be (d={d}, r) with 1 <= r <= {d}, got {B.shape}")
+        if not np.allclose(B.T @ B, np.eye(B.shape[1]), atol=1e-8):
+            raise ConfigError(f"basis {name} must have orthonormal columns ({name}ᵀ{name} = I)")
+    return U, V
+
+
 def att_svm(X: np.ndarray | torch.Tensor, Z: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor,
-            norm: Norm = "fro", solver: str | None = None, active_tol: float = 1e-5) -> SVMSolution:
+            norm: Norm = "fro", solver: str | None = None, active_tol: float = 1e-5,
+            basis: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None) -> SVMSolution:
     """Solve Att-SVM for selection alpha (n,) on X (n, T, d), Z (n, d): W (d, d) with all margins >= 1.
 
     ``norm`` is "fro" (W parametrization) or "nuc" (K Qᵀ parametrization). The solver status is checked:
     an infeasible selection raises SVMInfeasible; other failures raise MesaoptError. The returned W is
     polished so that every margin is >= 1 up to float rounding (Frobenius: exact KKT solve on the active
-    set; otherwise a rescaling by the smallest margin).
+    set; otherwise a rescaling by the smallest margin). ``basis=(U (d, r1), V (d, r2))`` with orthonormal
+    columns restricts the search to W = U M Vᵀ (the SVM within given column / row spaces; ||W|| = ||M||).
     """
     if norm not in ("fro", "nuc"):
         raise ConfigError(f"norm must be one of ['fro', 'nuc'], got {norm!r}")
@@ -129,8 +143,13 @@ def att_svm(X: np.ndarray | torch.Tensor, Z: np.ndarray | torch.Tensor, alpha: n
     alpha = _check_alpha(X, Z, _alpha(alpha))
     n, T, d = X.shape
     M, _ = constraint_matrix(X, Z, alpha)
-    w = cp.Variable(d * d)
-    W = cp.reshape(w, (d, d), order="C")
+    r1 = r2 = d
+    if basis is not None:
+        U, V = _check_basis(basis, d)
+        r1, r2 = U.shape[1], V.shape[1]
+        M = M @ np.kron(U, V)  # row-major vec(U M Vᵀ) = (U ⊗ V) vec(M)
+    w = cp.Variable(r1 * r2)
+    W = cp.reshape(w, (r1, r2), order="C")
     objective = cp.sum_squares(w) if norm == "fro" else cp.normNuc(W)
     prob = cp.Problem(cp.Minimize(objective), [M @ w >= 1])
     if solver is None and "CLARABEL" in cp.installed_solvers():
@@ -140,8 +159,9 @@ def att_svm(X: np.ndarray | torch.Tensor, Z: np.ndarray | torch.Tensor, alpha: n
     except cp.error.SolverError as e:
         raise MesaoptError(f"Att-SVM ({norm}) solver failed for alpha={alpha.tolist()}: {e}") from None
     status = prob.status
+    where = "" if basis is None else f" within the given basis (r={r1}x{r2})"
     if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-        raise SVMInfeasible(f"Att-SVM is infeasible for token selection alpha={alpha.tolist()}: no W separates "
+        raise SVMInfeasible(f"Att-SVM is infeasible for token selection alpha={alpha.tolist()}: no W{where} separates "
                             f"the selected tokens from the others (n={n}, T={T}, d={d})")
     if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or w.value is None:
         raise MesaoptError(f"Att-SVM ({norm}) solver returned status {status!r} for alpha={alpha.tolist()}")
@@ -154,10 +174,12 @@ def att_svm(X: np.ndarray | torch.Tensor, Z: np.ndarray | torch.Tensor, alpha: n
     mm = float((M @ wv).min())
     if mm <= 0:
         raise SVMInfeasible(f"Att-SVM is infeasible for token selection alpha={alpha.tolist()}: best margin "
-                            f"{mm:.3g} <= 0 (n={n}, T={T}, d={d})")
+                            f"{mm:.3g} <= 0{where} (n={n}, T={T}, d={d})")
     if mm < 1:
         wv = wv / mm  # scaling keeps the direction and makes every margin >= 1
-    Wm = wv.reshape(d, d)
+    Wm = wv.reshape(r1, r2)
+    if basis is not None:
+        Wm = U @ Wm @ V.T
     obj = float(np.linalg.norm(Wm, "fro") if norm == "fro" else np.linalg.norm(Wm, "nuc"))
     mg = margins(Wm, X, Z, alpha)
     active = np.nan_to_num(mg, nan=np.inf) <= 1 + active_tol

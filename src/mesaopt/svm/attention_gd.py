@@ -25,6 +25,12 @@ from mesaopt.tasks.selection import SelectionProblem
 Param = Literal["W", "KQ"]
 Loss = Literal["logistic", "correlation"]
 
+#: lambda of the papers' (K, Q) runs: loss + lambda (||K||² + ||Q||²) with lambda = float64 eps (their code), the
+#: "vanishing regularization" under which (K, Q) converges in direction to the nuclear Att-SVM (their Theorem 3).
+#: It caps ||W|| where the loss gradient balances 2 lambda K (||KQᵀ|| ~ 124 for n=6, T=8, d=10), and normalized GD
+#: then keeps rotating at a constant angle per step instead of one shrinking like 1/iteration (docs/svm.md).
+PAPER_KQ_WEIGHT_DECAY = 2.2e-16
+
 
 def attention_probs(problem: SelectionProblem, W: torch.Tensor) -> torch.Tensor:
     """softmax_t(x_itᵀ W z_i): W (..., d, d) -> (..., n, T)."""
