@@ -78,3 +78,43 @@ def test_lasso_bad_hparams_and_roundtrip():
             A.Lasso(**kw)
     alg = A.build({"kind": "lasso", "alpha": 0.2})
     assert isinstance(alg, A.Lasso) and alg.spec()["alpha"] == 0.2
+
+
+def _correlated(b: int, n: int, d: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.eye(d, dtype=torch.float64) + 0.8 * torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    x = torch.randn(b, n, d, generator=g, dtype=torch.float64) @ mix
+    w = torch.randn(b, d, generator=g, dtype=torch.float64)
+    return x, torch.einsum("bnd,bd->bn", x, w) + 0.3 * torch.randn(b, n, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("n,d,alpha", [(30, 10, 0.02), (6, 10, 0.05), (40, 20, 0.05)])
+def test_sweep_homotopy_matches_sklearn_and_masked_homotopy(n, d, alpha):
+    """The batch-last sweep-operator path (joins and drops along correlated paths) against sklearn and LARS."""
+    from mesaopt.algorithms.kernels import from_batch_last, to_batch_last
+    from mesaopt.algorithms.sparse import lasso_homotopy, lasso_homotopy_bl
+
+    x, y = _correlated(24, n, d, seed=n + d)
+    s, b = x.transpose(1, 2) @ x / n, torch.einsum("bnd,bn->bd", x, y) / n
+    w_bl, done = lasso_homotopy_bl(to_batch_last(s), to_batch_last(b), alpha, max_steps=8 * d + 2 * n + 20)
+    w_bl = from_batch_last(w_bl)
+    w_ref, done_ref = lasso_homotopy(s, b, alpha, max_steps=8 * d + 2 * n + 20)
+    assert bool(done.all()) and bool(done_ref.all())
+    torch.testing.assert_close(w_bl, w_ref, atol=1e-9, rtol=0)
+    for i in range(0, 24, 3):
+        sk = SkLasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=500_000).fit(x[i].numpy(), y[i].numpy())
+        np.testing.assert_allclose(w_bl[i].numpy(), sk.coef_, atol=1e-7)
+
+
+def test_sweep_homotopy_unfinished_tasks_are_resolved():
+    from mesaopt.algorithms.kernels import to_batch_last
+    from mesaopt.algorithms.sparse import lasso_homotopy_bl, lasso_solve
+
+    x, y = _correlated(5, 25, 8, seed=9)
+    s, b = x.transpose(1, 2) @ x / 25, torch.einsum("bnd,bn->bd", x, y) / 25
+    _, done = lasso_homotopy_bl(to_batch_last(s), to_batch_last(b), 0.01, max_steps=2)
+    assert not bool(done.any())  # too few events: every task must be handed to the fallback
+    w = lasso_solve(x, y, torch.full((5,), 25.0, dtype=torch.float64), 0.01)
+    for i in range(5):
+        sk = SkLasso(alpha=0.01, fit_intercept=False, tol=1e-14, max_iter=500_000).fit(x[i].numpy(), y[i].numpy())
+        np.testing.assert_allclose(w[i].numpy(), sk.coef_, atol=1e-7)

@@ -1,12 +1,15 @@
 """Lasso with scikit-learn's objective (1/(2N)) ||y - X w||^2 + alpha ||w||_1 (no intercept).
 
-Solver: a batched LARS-Lasso homotopy (``lasso_homotopy``), exact up to rounding, following the solution
-path from lam = max|X^T y / N| down to alpha with one masked (B, d, d) solve per path event (all tasks in
-lock-step; about min(N, d) + #drops events). Tasks whose result fails the KKT check fall back to cyclic
-coordinate descent vectorised over the batch (``lasso_cd``: loops over sweeps and coordinates only, with
-exact active-set polishing every 10 sweeps; stops at tol * max(1, max|w|) or ``max_iter`` sweeps).
+Solver: a batched LARS-Lasso homotopy, exact up to rounding, following the solution path from
+lam = max|X^T y / N| down to alpha (all tasks of a chunk in lock-step; about min(N, d) + #drops events).
+The fast path (``lasso_homotopy_bl``) holds the chunk batch-last and keeps the swept Gram T = sweep(S, A), so a
+join / drop is one sweep / reverse sweep (O(d^2) per task) instead of a factorisation; its result is re-solved
+exactly on the final support and checked against the KKT conditions. Tasks that fail fall back to the masked
+factorisation homotopy (``lasso_homotopy``) and then to cyclic coordinate descent vectorised over the batch
+(``lasso_cd``: loops over sweeps and coordinates only, with exact active-set polishing every 10 sweeps; stops at
+tol * max(1, max|w|) or ``max_iter`` sweeps). Fits are chunked over tasks (cache-sized working set).
 Prefix predictions solve all B*T zero-padded prefix problems at once (chunked over the batch):
-O(B * T * (d + T) * d^3) time in the worst case, memory O(chunk * d^2).
+O(B * T * (d + T) * d^2) time, memory O(chunk * d^2).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from mesaopt.algorithms.base import LinearAlgorithm, check_float, check_int, register
+from mesaopt.algorithms.kernels import cholesky_solve_bl, from_batch_last, task_chunk, to_batch_last
 
 
 def _cd_sweeps(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, col: torch.Tensor, inv_n: torch.Tensor,
@@ -137,21 +141,132 @@ def _kkt_ok(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor, alpha: float, rto
     return ok_on & ok_off & torch.isfinite(w).all(-1)
 
 
+def lasso_homotopy_bl(s: torch.Tensor, b: torch.Tensor, alpha: float,
+                      max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-last LARS-Lasso homotopy with sweep-operator updates: s (d, d, c), b (d, c) -> (w (d, c), done (c,)).
+
+    Same path as :func:`lasso_homotopy`, but instead of one masked (c, d, d) factorisation per event it keeps
+    T = sweep(S, A) (T_AA = -S_AA^{-1}, T_IA = S_IA S_AA^{-1}): a variable joining / leaving the active set is one
+    sweep / reverse sweep of T (a rank-one update, O(d^2) per task), and the direction is one matrix-vector
+    product, u = T s_A: v_A = -u_A (dw_A / d(-lam)), a_I = u_I (d(S w)_I / d(-lam)). ``done`` is False for tasks
+    that hit ``max_steps`` or a numerically singular S_AA; callers re-solve those.
+    """
+    d, c = b.shape
+    dev, dt = b.device, b.dtype
+    t = s.clone()
+    lam = b.abs().amax(0) if d else b.new_zeros(c)
+    done = lam <= alpha
+    failed = torch.zeros(c, dtype=torch.bool, device=dev)
+    w = b.new_zeros(d, c)
+    corr = b.clone()  # b - S w
+    act = torch.zeros(d, c, dtype=torch.bool, device=dev)
+    sign = b.new_zeros(d, c)
+    scale = s.diagonal(0, 0, 1).amax(-1) if d else b.new_zeros(c)
+    ar = torch.arange(c, device=dev)
+    tmp = torch.empty_like(t)
+    u = b.new_empty(d, c)
+    idx = torch.arange(d, device=dev).unsqueeze(1)
+    rows_dc = idx * (d * c)  # (d, 1): offset of t[i, 0, 0]
+    cols_dc = idx * c  # (d, 1): offset of t[0, j, 0]
+    for _ in range(max_steps):
+        live = ~(done | failed)
+        if not bool(live.any()):
+            break
+        af = act.to(dt)
+        torch.mul(t, sign.unsqueeze(1), out=tmp)  # sign is 0 off the active set
+        torch.sum(tmp, 0, out=u)
+        v = u * -af
+        a = u + af * (sign - u)
+        lam_ = lam.unsqueeze(0)
+        den1, den2 = 1.0 - a, 1.0 + a
+        d1 = ((lam_ - corr).clamp_min(0.0) / den1.clamp_min(1e-12)).masked_fill_(den1 <= 1e-12, float("inf"))
+        d2 = ((lam_ + corr).clamp_min(0.0) / den2.clamp_min(1e-12)).masked_fill_(den2 <= 1e-12, float("inf"))
+        dj = torch.minimum(d1, d2).masked_fill_(act, float("inf"))
+        dd = (-w / torch.where(v != 0, v, 1.0)).masked_fill_(~act | (w * v >= 0), float("inf"))
+        join_step, join_j = dj.min(0)
+        drop_step, drop_j = dd.min(0)
+        target = lam - alpha
+        ev = torch.minimum(join_step, drop_step)
+        step = torch.where(live, torch.minimum(ev, target), 0.0)
+        w.addcmul_(v, step)
+        corr.addcmul_(a, step, value=-1.0)
+        lam = lam - step
+        is_target = live & (target <= ev)
+        is_drop = live & ~is_target & (drop_step < join_step)
+        is_join = live & ~is_target & ~is_drop
+        done |= is_target
+        k = torch.where(is_drop, drop_j, join_j)
+        kc = k * c + ar  # flat index of entry (k_b, b) in a (d, c) tensor
+        col_idx = rows_dc + (kc * 1).unsqueeze(0)  # entries (i, k_b, b) of t, i = 0..d-1 -> (d, c)
+        row_idx = (k * (d * c) + ar).unsqueeze(0) + cols_dc  # entries (k_b, j, b) of t -> (d, c)
+        tf = t.view(-1)
+        col = tf.index_select(0, col_idx.view(-1)).view(d, c)  # column k of T per task
+        piv = col.view(-1).index_select(0, kc)
+        bad = is_join & ~(piv > 1e-10 * scale)  # S_AA (numerically) singular after the join
+        failed |= bad
+        event = (is_join | is_drop) & ~bad
+        inv = event / torch.where(event, piv, 1.0)
+        t.addcmul_(col.unsqueeze(1), (col * inv).unsqueeze(0), value=-1.0)
+        newcol = col + event * (col * (inv * (2.0 * is_join - 1.0)) - col)
+        newcol.view(-1).scatter_(0, kc, torch.where(event, -inv, piv))
+        tf.scatter_(0, col_idx.view(-1), newcol.view(-1))
+        tf.scatter_(0, row_idx.view(-1), newcol.view(-1))
+        join_ok = is_join & ~bad
+        actf, signf, wf = act.view(-1), sign.view(-1), w.view(-1)
+        actf.scatter_(0, kc, (actf.index_select(0, kc) | join_ok) & ~is_drop)
+        sg = torch.sign(corr.view(-1).index_select(0, kc))
+        signf.scatter_(0, kc, torch.where(join_ok, sg, signf.index_select(0, kc) * ~is_drop))
+        wf.scatter_(0, kc, wf.index_select(0, kc) * ~is_drop)
+    return w, done & ~failed
+
+
+def _polish_bl(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact Lasso solution on the support/signs of w (batch-last (d,d,c), (d,c), (d,c)) and its KKT check."""
+    d, c = b.shape
+    dm = (w != 0).to(b.dtype)
+    sign = torch.sign(w)
+    m = b.new_empty(d, d + 1, c)
+    torch.mul(s, dm.unsqueeze(1) * dm.unsqueeze(0), out=m[:, :d])
+    m[:, :d].diagonal(0, 0, 1).add_((1.0 - dm).transpose(0, 1))
+    m[:, d] = dm * (b - alpha * sign)
+    ok = cholesky_solve_bl(m, d)
+    sol = m[:, d] * dm
+    corr = b - (s * sol.unsqueeze(1)).sum(0)
+    tol = 1e-9 * max(alpha, 1.0) + 1e-12
+    on = dm > 0
+    good = ok & (~on | (torch.sign(sol) == sign)).all(0)
+    good &= (~on | ((corr - alpha * sign).abs() <= tol)).all(0) & (on | (corr.abs() <= alpha + tol)).all(0)
+    return sol, good & torch.isfinite(sol).all(0)
+
+
 def lasso_solve(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, alpha: float, tol: float = 1e-10,
                 max_iter: int = 10_000) -> torch.Tensor:
     """Batched Lasso: x (B,N,d), y (B,N), counts n (B,) (rows >= n zero) -> w (B,d).
 
-    LARS homotopy (exact up to rounding) for every task; tasks whose result fails the KKT check are
-    finished by coordinate descent warm-started from it (``lasso_cd``).
+    Batch-last LARS homotopy with sweep updates (``lasso_homotopy_bl``, exact up to rounding), then an exact
+    re-solve on the final support/signs checked against the KKT conditions; tasks that fail are re-solved by the
+    masked-factorisation homotopy (``lasso_homotopy``) and, if still not KKT-optimal, by coordinate descent
+    (``lasso_cd``).
     """
-    b, _, d = x.shape
+    b, nn, d = x.shape
+    if b == 0 or d == 0:
+        return x.new_zeros(b, d)
     inv_n = 1.0 / n.clamp_min(1.0)
-    s = x.transpose(1, 2) @ x * inv_n[:, None, None]
-    bb = torch.einsum("bnd,bn->bd", x, y) * inv_n.unsqueeze(-1)
-    w, done = lasso_homotopy(s, bb, alpha, max_steps=8 * d + 2 * x.shape[1] + 20)
-    bad = ~(done & _kkt_ok(s, bb, w, alpha))
+    xy = torch.cat([x, y.unsqueeze(-1)], dim=-1)
+    aug = (xy.transpose(1, 2) @ xy) * inv_n[:, None, None]  # [[S, b], [b^T, .]] with S = X^T X / n, b = X^T y / n
+    s_bl = to_batch_last(aug[:, :d, :d])
+    b_bl = to_batch_last(aug[:, :d, d])
+    w_bl, done = lasso_homotopy_bl(s_bl, b_bl, alpha, max_steps=8 * d + 2 * nn + 20)
+    sol, good = _polish_bl(s_bl, b_bl, w_bl, alpha)
+    w = from_batch_last(torch.where(good, sol, w_bl)).contiguous()
+    bad = ~(good & done)
     if bool(bad.any()):
-        w[bad] = lasso_cd(x[bad], y[bad], n[bad], alpha, tol, max_iter, w0=w[bad])
+        s, bb = aug[bad, :d, :d], aug[bad, :d, d]
+        wb, db = lasso_homotopy(s, bb, alpha, max_steps=8 * d + 2 * nn + 20)
+        still = ~(db & _kkt_ok(s, bb, wb, alpha))
+        if bool(still.any()):
+            wb[still] = lasso_cd(x[bad][still], y[bad][still], n[bad][still], alpha, tol, max_iter, w0=wb[still])
+        w[bad] = wb
     return w
 
 
@@ -203,3 +318,6 @@ class Lasso(LinearAlgorithm):
 
     def _fit_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         return lasso_solve(x, y, n, self.alpha, self.tol, self.max_iter)
+
+    def _task_chunk(self, n: int, d: int, prefix: bool = False) -> int | None:
+        return None if prefix else task_chunk(2 * n * (d + 1) + 4 * d * d)
