@@ -15,62 +15,91 @@ import numpy as np
 import torch
 
 FULL = {"tasks": 10_000, "d": 20, "n": 40, "baseline_tasks": 500, "prefix_baseline_tasks": 50, "lam": 0.5,
-        "alpha": 0.05}
-QUICK = {"tasks": 200, "d": 5, "n": 10, "baseline_tasks": 20, "prefix_baseline_tasks": 5, "lam": 0.5, "alpha": 0.05}
+        "alpha": 0.05, "repeats": 3}
+QUICK = {"tasks": 200, "d": 5, "n": 10, "baseline_tasks": 20, "prefix_baseline_tasks": 5, "lam": 0.5, "alpha": 0.05,
+         "repeats": 1}
 
 
-def _timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
-def _best(fn, repeats: int = 2):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        out, s = _timed(fn)
-        best = min(best, s)
-    return out, best
+def _f64_peak(n: int = 512, repeats: int = 3) -> float:
+    """float64 GFLOP/s of one n x n x n matmul (best of ``repeats``): the flop bound of the batched fits."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g, dtype=torch.float64), torch.randn(n, n, generator=g, dtype=torch.float64)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
 
 
 def run(quick: bool = False, out=None, peaks: dict | None = None, plot: bool = True) -> dict:
-    """Time batched OLS/ridge/LASSO (fit+predict, prefix) against per-task loops; returns the JSON dict."""
+    """Time batched OLS/ridge/LASSO (fit+predict, prefix) against per-task loops; returns the JSON dict.
+
+    Each row times the mesaopt call and its per-task baseline round-robin (``benchmarks.common.compare``, best of
+    ``repeats``), so load drift hits both alike; baselines run on a subset of tasks and are scaled linearly.
+    """
     from sklearn.linear_model import Lasso as SkLasso
+    from sklearn.linear_model import LinearRegression as SkLinearRegression
     from sklearn.linear_model import Ridge as SkRidge
 
     import mesaopt as mo
+    from benchmarks.common import compare
 
     cfg = QUICK if quick else FULL
     m, d, n, k, kp = cfg["tasks"], cfg["d"], cfg["n"], cfg["baseline_tasks"], cfg["prefix_baseline_tasks"]
-    lam, alpha = cfg["lam"], cfg["alpha"]
+    lam, alpha, reps = cfg["lam"], cfg["alpha"], cfg["repeats"]
     task = mo.tasks.LinearRegression(d=d, noise_std=0.1)
     batch = task.sample(m, n + 1, torch.Generator().manual_seed(0))
     cx, cy, qx, _ = batch.split(n)
     xs, ys = batch.xs[:, :n], batch.ys[:, :n]
     X, Y, Q = (t.double().numpy() for t in (cx, cy, qx[:, 0]))
+    XP, YP = xs.double().numpy(), ys.double().numpy()
 
     ols, ridge, lasso = mo.algorithms.OLS(), mo.algorithms.Ridge(lam=lam), mo.algorithms.Lasso(alpha=alpha)
+    peak = _f64_peak(128 if quick else 512)
     res: dict = {"benchmark": "algorithms", "shape": {"tasks": m, "d": d, "n_context": n},
-                 "baseline_tasks_timed": k, "prefix_baseline_tasks_timed": kp, "rows": {}}
+                 "input_dtype": str(cx.dtype), "compute_dtype": "float64", "torch_threads": torch.get_num_threads(),
+                 "baseline_tasks_timed": k, "prefix_baseline_tasks_timed": kp, "float64_matmul_gflops": round(peak, 2),
+                 "rows": {}}
+    # Minimum float64 work of one fit: the symmetric Gram [X y]^T [X y] (N (d+1)(d+2) flops) + Cholesky (d^3 / 3).
+    fit_flops = n * (d + 1) * (d + 2) + d**3 / 3
 
-    def row(name, fast_s, base_s_per_task, base_name, err, target):
-        base_total = base_s_per_task * m
-        res["rows"][name] = {"mesaopt_s": round(fast_s, 4), "baseline": base_name,
-                             "baseline_s_extrapolated": round(base_total, 3), "speedup": round(base_total / fast_s, 1),
-                             "target": target, "max_abs_pred_diff": float(err)}
+    def row(name, fast, base, base_name, base_tasks, err, target, flops_per_task=None):
+        """fast/base: callables; the baseline returns its predictions for the first ``base_tasks`` tasks."""
+        out_fast, out_base = {}, {}
+        fns = {"fast": lambda: out_fast.setdefault("v", fast()), "base": lambda: out_base.setdefault("v", base())}
+        secs = compare(fns, repeats=reps, warmup=0)
+        base_total = secs["base"] / base_tasks * m
+        r = {"mesaopt_s": round(secs["fast"], 4), "baseline": base_name,
+             "baseline_s_extrapolated": round(base_total, 3),
+             "baseline_us_per_task": round(secs["base"] / base_tasks * 1e6, 1),
+             "speedup": round(base_total / secs["fast"], 1), "target": target,
+             "max_abs_pred_diff": float(err(out_fast["v"], out_base["v"]))}
+        if flops_per_task is not None:  # the fastest any float64 implementation could be on this core
+            bound = flops_per_task * m / (peak * 1e9)
+            r["flop_bound_s"] = round(bound, 5)
+            r["max_speedup_at_flop_bound"] = round(base_total / bound, 1)
+        res["rows"][name] = r
 
-    # ---- OLS fit + predict
-    pred, fast = _best(lambda: ols(cx, cy, qx))
+    def diff(cols):
+        return lambda fast, ref: np.abs(fast[:cols].double().numpy() - ref).max()
 
+    # ---- OLS fit + predict: NumPy lstsq loop and scikit-learn LinearRegression loop
     def np_ols():
         return np.array([np.linalg.lstsq(X[i], Y[i], rcond=None)[0] @ Q[i] for i in range(k)])
 
-    ref, base = _timed(np_ols)
-    row("ols", fast, base / k, "numpy.linalg.lstsq per task", np.abs(pred[:k, 0].double().numpy() - ref).max(), 50)
+    def sk_ols():
+        return np.array([SkLinearRegression(fit_intercept=False).fit(X[i], Y[i]).predict(Q[i:i + 1])[0]
+                         for i in range(k)])
+
+    def first(f):
+        return lambda: f()[:, 0]
+
+    row("ols", first(lambda: ols(cx, cy, qx)), np_ols, "numpy.linalg.lstsq per task", k, diff(k), 50,
+        fit_flops + 4 * n * d)
+    row("ols_vs_sklearn", first(lambda: ols(cx, cy, qx)), sk_ols, "sklearn LinearRegression per task", k, diff(k), 50)
 
     # ---- ridge fit + predict (NumPy solve loop and scikit-learn loop)
-    pred, fast = _best(lambda: ridge(cx, cy, qx))
-
     def np_ridge():
         eye = lam * np.eye(d)
         return np.array([np.linalg.solve(X[i].T @ X[i] + eye, X[i].T @ Y[i]) @ Q[i] for i in range(k)])
@@ -79,45 +108,32 @@ def run(quick: bool = False, out=None, peaks: dict | None = None, plot: bool = T
         return np.array([SkRidge(alpha=lam, fit_intercept=False).fit(X[i], Y[i]).predict(Q[i:i + 1])[0]
                          for i in range(k)])
 
-    ref, base = _timed(np_ridge)
-    row("ridge", fast, base / k, "numpy.linalg.solve per task", np.abs(pred[:k, 0].double().numpy() - ref).max(), 50)
-    ref, base = _timed(sk_ridge)
-    row("ridge_vs_sklearn", fast, base / k, "sklearn Ridge per task",
-        np.abs(pred[:k, 0].double().numpy() - ref).max(), 50)
+    row("ridge", first(lambda: ridge(cx, cy, qx)), np_ridge, "numpy.linalg.solve per task", k, diff(k), 50, fit_flops)
+    row("ridge_vs_sklearn", first(lambda: ridge(cx, cy, qx)), sk_ridge, "sklearn Ridge per task", k, diff(k), 50)
 
     # ---- LASSO fit + predict
-    pred, fast = _best(lambda: lasso(cx, cy, qx), repeats=1)
-
     def sk_lasso():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.array([SkLasso(alpha=alpha, fit_intercept=False, tol=1e-10, max_iter=100_000).fit(X[i], Y[i])
                              .predict(Q[i:i + 1])[0] for i in range(k)])
 
-    ref, base = _timed(sk_lasso)
-    row("lasso", fast, base / k, "sklearn Lasso per task", np.abs(pred[:k, 0].double().numpy() - ref).max(), 10)
+    row("lasso", first(lambda: lasso(cx, cy, qx)), sk_lasso, "sklearn Lasso per task (tol 1e-10)", k, diff(k), 10)
 
     # ---- prefix: all n prefix problems per task (Greville / RLS recursions vs a per-task, per-prefix loop)
-    XP, YP = xs.double().numpy(), ys.double().numpy()
-    pred, fast = _best(lambda: ols.prefix(xs, ys), repeats=1)
-
     def np_ols_prefix():
         return np.array([[0.0] + [np.linalg.lstsq(XP[i, :t], YP[i, :t], rcond=None)[0] @ XP[i, t] for t in range(1, n)]
                          for i in range(kp)])
-
-    ref, base = _timed(np_ols_prefix)
-    row("ols_prefix", fast, base / kp, "numpy.linalg.lstsq per task and prefix",
-        np.abs(pred[:kp].double().numpy() - ref).max(), 50)
-    pred, fast = _best(lambda: ridge.prefix(xs, ys), repeats=1)
 
     def np_ridge_prefix():
         eye = lam * np.eye(d)
         return np.array([[np.linalg.solve(XP[i, :t].T @ XP[i, :t] + eye, XP[i, :t].T @ YP[i, :t]) @ XP[i, t]
                           for t in range(n)] for i in range(kp)])
 
-    ref, base = _timed(np_ridge_prefix)
-    row("ridge_prefix", fast, base / kp, "numpy.linalg.solve per task and prefix",
-        np.abs(pred[:kp].double().numpy() - ref).max(), 50)
+    row("ols_prefix", lambda: ols.prefix(xs, ys), np_ols_prefix, "numpy.linalg.lstsq per task and prefix", kp,
+        diff(kp), 50)
+    row("ridge_prefix", lambda: ridge.prefix(xs, ys), np_ridge_prefix, "numpy.linalg.solve per task and prefix", kp,
+        diff(kp), 50)
     if plot:
         from benchmarks.common import out_dir
 

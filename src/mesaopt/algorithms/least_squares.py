@@ -33,7 +33,7 @@ def _pinv_solve(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_chunk(n: int, d: int) -> int:
-    return task_chunk(2 * n * (d + 1) + 3 * (max(n, d) + 1) ** 2)
+    return task_chunk(n * (d + 1) + (max(n, d) + 1) ** 2)
 
 
 def _prefix_chunk(n: int, d: int) -> int:
