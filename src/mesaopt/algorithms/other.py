@@ -141,12 +141,18 @@ class DMMSE(LinearAlgorithm):
 
     def _prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         pool = self._pool_for(xs)
-        b, t, _ = xs.shape
-        chunk = max(1, PREFIX_CHUNK_ELEMS // max(1, t * pool.shape[0]))
-        outs = []
+        b, t, d = xs.shape
+        m = pool.shape[0]
+        # chunks of <= 2^20 (b, T, M) elements stay cache-sized: the passes below are memory-bound
+        chunk = max(1, min(PREFIX_CHUNK_ELEMS, 1 << 20) // max(1, t * m))
+        out = xs.new_empty(b, t, d)
+        out[:, 0] = pool.mean(0)  # empty context: uniform posterior = the pool mean (also for sigma = 0)
         for s in range(0, b, chunk):
-            x, y = xs[s : s + chunk], ys[s : s + chunk]
-            e = (y.unsqueeze(-1) - torch.einsum("btd,md->btm", x, pool)) ** 2  # (b, T, M)
-            err = exclusive_cumsum(e, dim=1)  # examples 0..t-1
-            outs.append(_posterior_weights(err, self.noise_std) @ pool)
-        return torch.cat(outs, dim=0)
+            x, y = xs[s : s + chunk, : t - 1], ys[s : s + chunk, : t - 1]  # example t-1 never enters a prefix
+            n = x.shape[0]
+            if t == 1:
+                break
+            e = torch.addmm(y.reshape(-1, 1), x.reshape(-1, d), pool.T, alpha=-1.0).square_()  # (n*(T-1), M)
+            err = torch.cumsum(e.view(n, t - 1, m), dim=1)  # row j: examples 0..j = the prefix of position j + 1
+            out[s : s + chunk, 1:] = _posterior_weights(err, self.noise_std) @ pool
+        return out
