@@ -16,6 +16,10 @@ import torch
 CHUNK_ELEMS = 1 << 21
 
 
+# gram_solve(refine=True) refines tasks whose smallest squared Cholesky pivot is below this fraction of max diag.
+REFINE_BELOW = 1e-4
+
+
 def task_chunk(per_task: int, budget: int | None = None) -> int:
     """Number of tasks per chunk for a per-task working set of ``per_task`` float64 elements (budget: CHUNK_ELEMS)."""
     return max(1, (CHUNK_ELEMS if budget is None else budget) // max(int(per_task), 1))
@@ -101,9 +105,10 @@ def gram_solve(x: torch.Tensor, y: torch.Tensor, shift: float, rtol: float, chun
     """(X^T X + shift I)^{-1} X^T y: x (B, N, d), y (B, N) (any float dtype) -> (w (B, d) float64, ok (B,)).
 
     Per chunk: one Gram product [X y]^T [X y] and a batch-last Cholesky (:func:`cholesky_solve_bl`); buffers are
-    allocated once and reused across chunks. ``ok`` as in :func:`cholesky_solve_bl`. ``refine``: one step of
-    iterative refinement w += (X^T X)^{-1} X^T (y - X w) with the same factor (corrected semi-normal equations:
-    accuracy of a QR least-squares solve for cond(X) up to ~1e7, instead of eps * cond(X)^2).
+    allocated once and reused across chunks. ``ok`` as in :func:`cholesky_solve_bl`. ``refine``: for tasks whose
+    smallest pivot is below REFINE_BELOW (relative), one step of iterative refinement w += (X^T X)^{-1} X^T (y - X w)
+    with the same factor (corrected semi-normal equations: the accuracy of a QR least-squares solve for cond(X) up
+    to ~1e7, instead of eps * cond(X)^2); better-conditioned tasks already have error ~ eps / REFINE_BELOW.
     """
     b, n, d = x.shape
     f64 = dict(dtype=torch.float64, device=x.device)
@@ -121,14 +126,19 @@ def gram_solve(x: torch.Tensor, y: torch.Tensor, shift: float, rtol: float, chun
         mk.view(d * (d + 1), k).copy_(augk[:, :d].reshape(k, d * (d + 1)).transpose(0, 1))  # 2-D: faster
         if shift:
             mk.diagonal(0, 0, 1).add_(shift)
-        ok[s : s + k] = cholesky_solve_bl(mk, d, rtol)
-        wk = mk[:, d].transpose(0, 1)  # (k, d)
         if refine:
-            xk = xyk[..., :d]
-            res = xyk[..., d] - (xk * wk.unsqueeze(1)).sum(-1)  # (k, N)
-            r = (xk * res.unsqueeze(-1)).sum(1) - shift * wk  # (k, d)
-            wk = wk + from_batch_last(cholesky_resolve_bl(mk, d, to_batch_last(r)))
-        w[s : s + k] = wk
+            scale = augk[:, :d, :d].diagonal(0, 1, 2).amax(-1) + shift  # (k,)
+        okk = ok[s : s + k]
+        okk.copy_(cholesky_solve_bl(mk, d, rtol))
+        w[s : s + k] = mk[:, d].transpose(0, 1)
+        if refine:  # only tasks whose smallest pivot says cond(Gram) may exceed ~1 / REFINE_BELOW
+            piv = mk[:, :d].diagonal(0, 0, 1)  # (k, d)
+            idx = torch.nonzero(okk & ((piv * piv).amin(-1) < REFINE_BELOW * scale)).squeeze(-1)
+            if idx.numel():
+                xi, wi, fac = xyk[idx, :, :d], w[s + idx], mk[..., idx]
+                res = xyk[idx, :, d] - (xi * wi.unsqueeze(1)).sum(-1)  # (r, N)
+                r = (xi * res.unsqueeze(-1)).sum(1) - shift * wi  # (r, d)
+                w[s + idx] = wi + from_batch_last(cholesky_resolve_bl(fac, d, to_batch_last(r)))
     return w, ok
 
 
