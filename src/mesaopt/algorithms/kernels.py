@@ -9,6 +9,7 @@ chunks of :func:`task_chunk` tasks so the working set stays in cache.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # float64 elements of one chunk's working set (about 16 MB): big enough to amortise the per-op overhead of the
@@ -23,6 +24,15 @@ REFINE_BELOW = 1e-4
 def task_chunk(per_task: int, budget: int | None = None) -> int:
     """Number of tasks per chunk for a per-task working set of ``per_task`` float64 elements (budget: CHUNK_ELEMS)."""
     return max(1, (CHUNK_ELEMS if budget is None else budget) // max(int(per_task), 1))
+
+
+def bmm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out (c, m, p) <- a (c, m, k) @ b (c, k, p); on CPU through NumPy's stacked matmul (about 2x faster than
+    torch.bmm for tiny float64 matrices, whose cost is per-matrix call overhead), sharing memory (no copies)."""
+    if out.device.type == "cpu" and out.is_contiguous() and not (a.requires_grad or b.requires_grad):
+        np.matmul(a.numpy(), b.numpy(), out=out.numpy())
+        return out
+    return torch.matmul(a, b, out=out)
 
 
 def to_batch_last(a: torch.Tensor) -> torch.Tensor:
@@ -122,7 +132,7 @@ def gram_solve(x: torch.Tensor, y: torch.Tensor, shift: float, rtol: float, chun
         xyk, augk, mk = xy[:k], aug[:k], m[..., :k]
         xyk[..., :d].copy_(x[s : s + k])
         xyk[..., d].copy_(y[s : s + k])
-        torch.matmul(xyk.transpose(1, 2), xyk, out=augk)
+        bmm_into(xyk.transpose(1, 2), xyk, augk)
         mk.view(d * (d + 1), k).copy_(augk[:, :d].reshape(k, d * (d + 1)).transpose(0, 1))  # 2-D: faster
         if shift:
             mk.diagonal(0, 0, 1).add_(shift)
@@ -155,7 +165,7 @@ def dual_solve(x: torch.Tensor, y: torch.Tensor, rtol: float, chunk: int) -> tup
     for s, k in _chunks(b, c):
         xk, kk, mk = xb[:k], kern[:k], m[..., :k]
         xk.copy_(x[s : s + k])
-        torch.matmul(xk, xk.transpose(1, 2), out=kk)
+        bmm_into(xk, xk.transpose(1, 2), kk)
         mk[:, :n].copy_(kk.permute(1, 2, 0))
         mk[:, n].copy_(y[s : s + k].transpose(0, 1))
         ok[s : s + k] = cholesky_solve_bl(mk, n, rtol)

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from mesaopt.algorithms.base import LinearAlgorithm, check_float, check_int, register
-from mesaopt.algorithms.kernels import cholesky_solve_bl, from_batch_last, task_chunk, to_batch_last
+from mesaopt.algorithms.kernels import bmm_into, cholesky_solve_bl, from_batch_last, task_chunk, to_batch_last
 
 
 def _cd_sweeps(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, col: torch.Tensor, inv_n: torch.Tensor,
@@ -253,7 +253,8 @@ def lasso_solve(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, alpha: float,
         return x.new_zeros(b, d)
     inv_n = 1.0 / n.clamp_min(1.0)
     xy = torch.cat([x, y.unsqueeze(-1)], dim=-1)
-    aug = (xy.transpose(1, 2) @ xy) * inv_n[:, None, None]  # [[S, b], [b^T, .]] with S = X^T X / n, b = X^T y / n
+    aug = bmm_into(xy.transpose(1, 2), xy, x.new_empty(b, d + 1, d + 1))
+    aug *= inv_n[:, None, None]  # [[S, b], [b^T, .]] with S = X^T X / n, b = X^T y / n
     s_bl = to_batch_last(aug[:, :d, :d])
     b_bl = to_batch_last(aug[:, :d, d])
     w_bl, done = lasso_homotopy_bl(s_bl, b_bl, alpha, max_steps=8 * d + 2 * nn + 20)
