@@ -92,7 +92,7 @@ def test_fast_prefixes_match_references(t, d, tiny_chunks):
     torch.testing.assert_close(A.Ridge(0.4).prefix_weights(x, y), rls_prefix_weights(x, y, 0.4), atol=1e-10, rtol=0)
     pred = A.OLS().prefix(x, y)
     torch.testing.assert_close(pred, (x * greville_prefix_weights(x, y)).sum(-1), atol=1e-9, rtol=0)
-    torch.testing.assert_close(A.Ridge(0.4).prefix(x, y), (x * rls_prefix_weights(x, y, 0.4)).sum(-1),
+    torch.testing.assert_close(A.Ridge(0.4).prefix(x, y), (x * rls_prefix_weights(x, y, 0.4)).sum(-1),  # GP form
                                atol=1e-10, rtol=0)
     torch.testing.assert_close(A.Ridge(0.0).prefix(x, y), pred, atol=0, rtol=0)
 

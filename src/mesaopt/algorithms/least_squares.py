@@ -15,7 +15,14 @@ from typing import ClassVar
 import torch
 
 from mesaopt.algorithms.base import LinearAlgorithm, check_fit_inputs, check_float, register
-from mesaopt.algorithms.kernels import dual_solve, gram_solve, greville_prefix, rls_prefix, task_chunk
+from mesaopt.algorithms.kernels import (
+    dual_solve,
+    gram_solve,
+    greville_prefix,
+    ridge_prefix_predictions,
+    rls_prefix,
+    task_chunk,
+)
 from mesaopt.errors import ConfigError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 
@@ -214,6 +221,8 @@ class Ridge(_ChunkedLeastSquares):
 
     def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
         b, t, d = xs.shape
+        if self.lam > 0 and not weights:
+            return ridge_prefix_predictions(xs, ys, self.lam, task_chunk(t * (t + 1) + t * d))
         if self.lam > 0:
             return rls_prefix(xs, ys, self.lam, weights, _prefix_chunk(t, d))
         return greville_prefix(xs, ys, GREVILLE_TOL, weights, _prefix_chunk(t, d))
