@@ -38,9 +38,15 @@ from mesaopt.train import TrainConfig, train
 
 __all__ = ["FuNewtonConfig", "err_cos_matrix", "ProbedLayers"]
 
-_TRAIN_DEFAULTS = dict(steps=3000, batch_size=64, n_points=21, lr=1e-3, optimizer="adamw", weight_decay=0.0,
+# Garg-style curriculum (dims 2 -> 5, points 6 -> 21, full size from step 1251) and lr 2e-3: measured on one core,
+# see docs/experiments/fu-newton.md (lr 1e-3 without or with the curriculum stays at query error/d ~0.35 for 1000s
+# of steps)
+_CURRICULUM = {"dims": {"start": 2, "end": 5, "inc": 1, "interval": 250},
+               "points": {"start": 6, "end": 21, "inc": 3, "interval": 250}}
+_TRAIN_DEFAULTS = dict(steps=4000, batch_size=64, n_points=21, lr=2e-3, optimizer="adamw", weight_decay=0.0,
                        schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
-                       eval_every=250, eval_batch_size=512, ckpt_every=1000, loss="mse", objective="prefix")
+                       eval_every=250, eval_batch_size=512, ckpt_every=500, loss="mse", objective="prefix",
+                       curriculum=_CURRICULUM)
 
 
 def _default_train() -> TrainConfig:
@@ -50,6 +56,8 @@ def _default_train() -> TrainConfig:
 class FuNewtonConfig(ExperimentConfig):
     """Config of ``fu-newton``: ill-conditioned task, GPT shape, training, read-out and scan ranges."""
 
+    threads: int | None = Field(1, ge=1, description="torch intra-op threads for the run (None = torch default); "
+                                                     "1 is fastest for this small GPT on a shared CPU")
     d: int = Field(5, ge=1, description="input dimension")
     n_context: int = Field(20, ge=1, description="in-context examples N before the query (sequences have N+1)")
     condition_number: float = Field(100.0, ge=1.0, description="kappa of the input covariance")
@@ -148,6 +156,7 @@ def _figures(ctx: RunContext, cfg: FuNewtonConfig, newton_sim: np.ndarray, gd_si
           config=FuNewtonConfig,
           quick={"layers": 4, "width": 32, "heads": 2, "train.steps": 300, "train.batch_size": 32,
                  "train.eval_every": 100, "train.ckpt_every": 0, "train.warmup_steps": 20, "train.lr": 3e-3,
+                 "train.curriculum": None,
                  "probe_batch_size": 1024, "eval_batch_size": 512, "max_gd_steps": 64, "n_lr": 13,
                  "max_newton_iters": 8})
 def run(cfg: FuNewtonConfig, ctx: RunContext) -> dict[str, float]:
