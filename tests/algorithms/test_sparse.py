@@ -118,3 +118,24 @@ def test_sweep_homotopy_unfinished_tasks_are_resolved():
     for i in range(5):
         sk = SkLasso(alpha=0.01, fit_intercept=False, tol=1e-14, max_iter=500_000).fit(x[i].numpy(), y[i].numpy())
         np.testing.assert_allclose(w[i].numpy(), sk.coef_, atol=1e-7)
+
+
+def test_active_set_iterations_are_exact_when_accepted_and_leftovers_resolved(monkeypatch):
+    """Active-set solves accepted by the KKT check equal the homotopy; tasks left over go to the homotopy."""
+    import mesaopt.algorithms.sparse as S
+    from mesaopt.algorithms.kernels import from_batch_last, to_batch_last
+
+    x, y = _correlated(40, 12, 10, seed=11)
+    s, b = x.transpose(1, 2) @ x / 12, torch.einsum("bnd,bn->bd", x, y) / 12
+    w, good = S.lasso_active_set_bl(to_batch_last(s), to_batch_last(b), 0.03, iters=1)
+    ref, _ = S.lasso_homotopy(s, b, 0.03, max_steps=200)
+    assert 0 < int(good.sum()) < 40  # one solve: some accepted, some not
+    torch.testing.assert_close(from_batch_last(w)[good], ref[good], atol=1e-10, rtol=0)
+    monkeypatch.setattr(S.lasso_active_set_bl, "__defaults__", (1,))  # force leftovers inside lasso_solve
+    sol = S.lasso_solve(x.float(), y.float(), torch.full((40,), 12.0), 0.03)
+    ref32 = S.lasso_solve(x.float().double(), y.float().double(), torch.full((40,), 12.0, dtype=torch.float64), 0.03)
+    torch.testing.assert_close(sol, ref32, atol=1e-12, rtol=0)
+    for i in range(0, 40, 8):
+        sk = SkLasso(alpha=0.03, fit_intercept=False, tol=1e-14, max_iter=500_000).fit(x[i].float().double().numpy(),
+                                                                                      y[i].float().double().numpy())
+        np.testing.assert_allclose(sol[i].numpy(), sk.coef_, atol=1e-7)

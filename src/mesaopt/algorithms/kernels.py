@@ -152,6 +152,21 @@ def gram_solve(x: torch.Tensor, y: torch.Tensor, shift: float, rtol: float, chun
     return w, ok
 
 
+def gram_aug(x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+    """[X y]^T [X y]: x (B, N, d), y (B, N) (any float dtype) -> float64 (B, d+1, d+1), chunked (one reused buffer)."""
+    b, n, d = x.shape
+    f64 = dict(dtype=torch.float64, device=x.device)
+    c = max(1, min(chunk, b))
+    xy = torch.empty(c, n, d + 1, **f64)
+    aug = torch.empty(b, d + 1, d + 1, **f64)
+    for s, k in _chunks(b, c):
+        xyk = xy[:k]
+        xyk[..., :d].copy_(x[s : s + k])
+        xyk[..., d].copy_(y[s : s + k])
+        bmm_into(xyk.transpose(1, 2), xyk, aug[s : s + k])
+    return aug
+
+
 def dual_solve(x: torch.Tensor, y: torch.Tensor, rtol: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """X^T (X X^T)^{-1} y: x (B, N, d), y (B, N) (any float dtype) -> (w (B, d) float64, ok (B,)); for N < d."""
     b, n, d = x.shape

@@ -1,13 +1,15 @@
 """Lasso with scikit-learn's objective (1/(2N)) ||y - X w||^2 + alpha ||w||_1 (no intercept).
 
-Solver: a batched LARS-Lasso homotopy, exact up to rounding, following the solution path from
-lam = max|X^T y / N| down to alpha (all tasks of a chunk in lock-step; about min(N, d) + #drops events).
-The fast path (``lasso_homotopy_bl``) holds the chunk batch-last and keeps the swept Gram T = sweep(S, A), so a
-join / drop is one sweep / reverse sweep (O(d^2) per task) instead of a factorisation; its result is re-solved
-exactly on the final support and checked against the KKT conditions. Tasks that fail fall back to the masked
-factorisation homotopy (``lasso_homotopy``) and then to cyclic coordinate descent vectorised over the batch
-(``lasso_cd``: loops over sweeps and coordinates only, with exact active-set polishing every 10 sweeps; stops at
-tol * max(1, max|w|) or ``max_iter`` sweeps). Fits are chunked over tasks (cache-sized working set).
+Fits (all float64, batch-last, chunked over tasks; ``lasso_solve``):
+1. primal-dual active-set iterations from the ridge solution (``lasso_active_set_bl``): guess the support/signs
+   from the proximal fixed point, solve exactly on it (one batch-last Cholesky), accept a task only when the KKT
+   conditions hold (~95% of tasks at d=20, N=40 within 5 solves; the working set shrinks to the unfinished tasks);
+2. the leftovers of the whole batch run a LARS-Lasso homotopy (``lasso_homotopy_bl``), exact up to rounding,
+   from lam = max|X^T y / N| down to alpha, keeping the swept Gram T = sweep(S, A) so a join / drop is one
+   (reverse) sweep, O(d^2) per task; its final support is re-solved exactly and KKT-checked;
+3. tasks that still fail fall back to the masked-factorisation homotopy (``lasso_homotopy``) and then to cyclic
+   coordinate descent vectorised over the batch (``lasso_cd``: loops over sweeps and coordinates only, with exact
+   active-set polishing every 10 sweeps; stops at tol * max(1, max|w|) or ``max_iter`` sweeps).
 Prefix predictions solve all B*T zero-padded prefix problems at once (chunked over the batch):
 O(B * T * (d + T) * d^2) time, memory O(chunk * d^2).
 """
@@ -18,8 +20,9 @@ from typing import ClassVar
 
 import torch
 
-from mesaopt.algorithms.base import LinearAlgorithm, check_float, check_int, register
-from mesaopt.algorithms.kernels import bmm_into, cholesky_solve_bl, from_batch_last, task_chunk, to_batch_last
+from mesaopt.algorithms.base import LinearAlgorithm, check_fit_inputs, check_float, check_int, full_counts, register
+from mesaopt.algorithms.kernels import cholesky_solve_bl, from_batch_last, gram_aug, task_chunk, to_batch_last
+from mesaopt.learner import check_learner_inputs
 
 
 def _cd_sweeps(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, col: torch.Tensor, inv_n: torch.Tensor,
@@ -220,11 +223,15 @@ def lasso_homotopy_bl(s: torch.Tensor, b: torch.Tensor, alpha: float,
     return w, done & ~failed
 
 
-def _polish_bl(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact Lasso solution on the support/signs of w (batch-last (d,d,c), (d,c), (d,c)) and its KKT check."""
+def _solve_support_bl(s: torch.Tensor, b: torch.Tensor, act: torch.Tensor, sign: torch.Tensor,
+                      alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact Lasso solution for a given support/signs, batch-last, and its KKT check -> (w, good, b - S w).
+
+    s (d, d, c), b (d, c), act (d, c) bool, sign (d, c) (0 off the support): w_A = S_AA^{-1} (b_A - alpha s_A),
+    w = 0 elsewhere; ``good`` iff signs are kept on A and |b - S w| <= alpha off A (to 1e-9 relative).
+    """
     d, c = b.shape
-    dm = (w != 0).to(b.dtype)
-    sign = torch.sign(w)
+    dm = act.to(b.dtype)
     m = b.new_empty(d, d + 1, c)
     torch.mul(s, dm.unsqueeze(1) * dm.unsqueeze(0), out=m[:, :d])
     m[:, :d].diagonal(0, 0, 1).add_((1.0 - dm).transpose(0, 1))
@@ -233,40 +240,96 @@ def _polish_bl(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor, alpha: float) 
     sol = m[:, d] * dm
     corr = b - (s * sol.unsqueeze(1)).sum(0)
     tol = 1e-9 * max(alpha, 1.0) + 1e-12
-    on = dm > 0
-    good = ok & (~on | (torch.sign(sol) == sign)).all(0)
-    good &= (~on | ((corr - alpha * sign).abs() <= tol)).all(0) & (on | (corr.abs() <= alpha + tol)).all(0)
-    return sol, good & torch.isfinite(sol).all(0)
+    good = ok & (~act | (torch.sign(sol) == sign)).all(0) & torch.isfinite(sol).all(0)
+    good &= (~act | ((corr - alpha * sign).abs() <= tol)).all(0) & (act | (corr.abs() <= alpha + tol)).all(0)
+    return sol, good, corr
+
+
+def _polish_bl(s: torch.Tensor, b: torch.Tensor, w: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact Lasso solution on the support/signs of w (batch-last (d,d,c), (d,c), (d,c)) and its KKT check."""
+    sol, good, _ = _solve_support_bl(s, b, w != 0, torch.sign(w), alpha)
+    return sol, good
+
+
+def lasso_active_set_bl(s: torch.Tensor, b: torch.Tensor, alpha: float,
+                        iters: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Primal-dual active-set (semismooth Newton) Lasso, batch-last: s (d,d,c), b (d,c) -> (w (d,c), good (c,)).
+
+    Start: the ridge solution w = (S + alpha I)^{-1} b. Each iteration reads the support/signs off the proximal
+    fixed point w = soft(w + D^{-1}(b - S w), alpha / D) (D = diag S), A = {j : |S_jj w_j + (b - S w)_j| > alpha},
+    and solves exactly on (A, signs) by one batch-last Cholesky. A task is finished as soon as its solution passes
+    the KKT check (then it is the Lasso solution, exact up to rounding): at d=20, N=40 ~85% after 2 solves, ~95%
+    after 5. ``good`` is False for tasks that did not pass within ``iters`` solves (active-set methods can cycle;
+    callers run the homotopy on those).
+    """
+    d, c = b.shape
+    m = b.new_empty(d, d + 1, c)
+    m[:, :d] = s
+    m[:, :d].diagonal(0, 0, 1).add_(alpha)
+    m[:, d] = b
+    cholesky_solve_bl(m, d)
+    w = torch.nan_to_num(m[:, d], nan=0.0, posinf=0.0, neginf=0.0)
+    corr = b - (s * w.unsqueeze(1)).sum(0)
+    out = w.clone()
+    good = torch.zeros(c, dtype=torch.bool, device=b.device)
+    idx = torch.arange(c, device=b.device)  # tasks still iterating; the working set is compacted to them
+    for _ in range(iters):
+        z = s.diagonal(0, 0, 1).transpose(0, 1) * w + corr
+        act = z.abs() > alpha
+        sol, ok, corr = _solve_support_bl(s, b, act, torch.sign(z) * act, alpha)
+        out[:, idx] = sol
+        good[idx] = ok
+        if bool(ok.all()):
+            break
+        live = ~ok
+        idx, s, b = idx[live], s[..., live], b[:, live]
+        w = torch.nan_to_num(sol[:, live], nan=0.0, posinf=0.0, neginf=0.0)
+        corr = torch.nan_to_num(corr[:, live], nan=0.0, posinf=0.0, neginf=0.0)
+    return out, good
 
 
 def lasso_solve(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, alpha: float, tol: float = 1e-10,
                 max_iter: int = 10_000) -> torch.Tensor:
-    """Batched Lasso: x (B,N,d), y (B,N), counts n (B,) (rows >= n zero) -> w (B,d).
+    """Batched Lasso: x (B,N,d), y (B,N) (any float dtype), counts n (B,) (rows >= n zero) -> float64 w (B,d).
 
-    Batch-last LARS homotopy with sweep updates (``lasso_homotopy_bl``, exact up to rounding), then an exact
-    re-solve on the final support/signs checked against the KKT conditions; tasks that fail are re-solved by the
-    masked-factorisation homotopy (``lasso_homotopy``) and, if still not KKT-optimal, by coordinate descent
+    Batch-last primal-dual active-set iterations (``lasso_active_set_bl``: exact solves on a guessed support,
+    accepted only when the KKT conditions hold); the remaining tasks run the batch-last LARS homotopy with sweep
+    updates (``lasso_homotopy_bl``) and an exact KKT-checked re-solve on its final support; tasks that still fail
+    are re-solved by the masked-factorisation homotopy (``lasso_homotopy``) and then coordinate descent
     (``lasso_cd``).
     """
     b, nn, d = x.shape
     if b == 0 or d == 0:
-        return x.new_zeros(b, d)
-    inv_n = 1.0 / n.clamp_min(1.0)
-    xy = torch.cat([x, y.unsqueeze(-1)], dim=-1)
-    aug = bmm_into(xy.transpose(1, 2), xy, x.new_empty(b, d + 1, d + 1))
+        return torch.zeros(b, d, dtype=torch.float64, device=x.device)
+    inv_n = 1.0 / n.to(torch.float64).clamp_min(1.0)
+    aug = gram_aug(x, y, task_chunk(nn * (d + 1)))
     aug *= inv_n[:, None, None]  # [[S, b], [b^T, .]] with S = X^T X / n, b = X^T y / n
-    s_bl = to_batch_last(aug[:, :d, :d])
-    b_bl = to_batch_last(aug[:, :d, d])
-    w_bl, done = lasso_homotopy_bl(s_bl, b_bl, alpha, max_steps=8 * d + 2 * nn + 20)
-    sol, good = _polish_bl(s_bl, b_bl, w_bl, alpha)
-    w = from_batch_last(torch.where(good, sol, w_bl)).contiguous()
-    bad = ~(good & done)
+    w_bl, good = aug.new_empty(d, b), torch.empty(b, dtype=torch.bool, device=x.device)
+    sub = task_chunk(6 * (d + 1) ** 2)  # cache-sized sub-chunks for the active-set solves
+    s_buf, b_buf = aug.new_empty(d, d, min(sub, b)), aug.new_empty(d, min(sub, b))
+    for s0 in range(0, b, sub):
+        k = min(sub, b - s0)
+        s_bl, b_bl = s_buf[..., :k], b_buf[:, :k]
+        s_bl.copy_(aug[s0 : s0 + k, :d, :d].permute(1, 2, 0))
+        b_bl.copy_(aug[s0 : s0 + k, :d, d].transpose(0, 1))
+        w_bl[:, s0 : s0 + k], good[s0 : s0 + k] = lasso_active_set_bl(s_bl, b_bl, alpha)
+    rest = torch.nonzero(~good).squeeze(-1)  # homotopy on the leftovers of all sub-chunks at once
+    for r0 in range(0, rest.numel(), sub):
+        idx = rest[r0 : r0 + sub]
+        sr, br = to_batch_last(aug[idx, :d, :d]), to_batch_last(aug[idx, :d, d])
+        wr, done = lasso_homotopy_bl(sr, br, alpha, max_steps=8 * d + 2 * nn + 20)
+        sol, ok = _polish_bl(sr, br, wr, alpha)
+        w_bl[:, idx] = torch.where(ok, sol, wr)
+        good[idx] = ok & done
+    w = from_batch_last(w_bl).contiguous()
+    bad = ~good
     if bool(bad.any()):
         s, bb = aug[bad, :d, :d], aug[bad, :d, d]
         wb, db = lasso_homotopy(s, bb, alpha, max_steps=8 * d + 2 * nn + 20)
         still = ~(db & _kkt_ok(s, bb, wb, alpha))
         if bool(still.any()):
-            wb[still] = lasso_cd(x[bad][still], y[bad][still], n[bad][still], alpha, tol, max_iter, w0=wb[still])
+            xb, yb, nb = (t[bad][still].to(torch.float64) for t in (x, y, n))
+            wb[still] = lasso_cd(xb, yb, nb, alpha, tol, max_iter, w0=wb[still])
         w[bad] = wb
     return w
 
@@ -320,5 +383,13 @@ class Lasso(LinearAlgorithm):
     def _fit_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         return lasso_solve(x, y, n, self.alpha, self.tol, self.max_iter)
 
-    def _task_chunk(self, n: int, d: int, prefix: bool = False) -> int | None:
-        return None if prefix else task_chunk(2 * n * (d + 1) + 4 * d * d)
+    def __call__(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
+        """ctx_x (B, N, d), ctx_y (B, N), qry_x (B, Q, d) -> predictions (B, Q) (no float64 copy of the batch)."""
+        check_learner_inputs(ctx_x, ctx_y, qry_x)
+        w = lasso_solve(ctx_x, ctx_y, full_counts(ctx_x), self.alpha, self.tol, self.max_iter)
+        return (qry_x.to(torch.float64) * w.unsqueeze(1)).sum(-1).to(qry_x.dtype)
+
+    def fit(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor) -> torch.Tensor:
+        """ctx_x (B, N, d), ctx_y (B, N) -> fitted weights w (B, d)."""
+        check_fit_inputs(ctx_x, ctx_y)
+        return lasso_solve(ctx_x, ctx_y, full_counts(ctx_x), self.alpha, self.tol, self.max_iter).to(ctx_x.dtype)
