@@ -287,6 +287,17 @@ def rls_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, lam: float, weights: bool 
     return out
 
 
+def _gram_pinv_bl(g: torch.Tensor, p: torch.Tensor) -> None:
+    """In place g <- (A^T A)^+ = (M + P)^{-1} - P from g = M = A^T A and the null-space projector P (batch-last)."""
+    d, _, c = g.shape
+    m = g.new_empty(d, 2 * d, c)
+    torch.add(g, p, out=m[:, :d])
+    m[:, d:].zero_()
+    m[:, d:].diagonal(0, 0, 1).fill_(1.0)
+    cholesky_solve_bl(m, d)
+    torch.sub(m[:, d:], p, out=g)
+
+
 def greville_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, tol: float, weights: bool = True,
                        ws: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Min-norm least-squares fits of every prefix (Greville), batch-last: (T, d, c), (T, c) -> (T, d, c).
@@ -294,7 +305,9 @@ def greville_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, tol: float, weights: 
     State: w = A^+ y, P = I - A^+ A, G = (A^T A)^+. A new row x with c = P x, ||c||^2 > tol ||x||^2 opens a new
     direction: k = c / ||c||^2, w += k e, G -= a' k^T + k a'^T with a' = G x - (1 + x^T G x) k / 2, P -= c c^T /
     ||c||^2; otherwise Sherman-Morrison: w += G x e / (1 + x^T G x), G -= (G x)(G x)^T / (1 + x^T G x).
-    Once every task of the chunk has rank d (P = 0), the steps are plain Sherman-Morrison.
+    While every row of every task opens a new direction (generic data, t < d) G is not needed: the kernel keeps
+    M = A^T A instead and forms G = (M + P)^{-1} - P by one batch-last Cholesky when that stops (a spanned row,
+    or rank d everywhere). Once every task of the chunk has rank d (P = 0), the steps are plain Sherman-Morrison.
     ``weights=False`` returns the predictions x_t^T w_t (T, c) instead. ``ws``: three (d, d, c) work buffers.
     """
     t, d, c = xt.shape
@@ -306,6 +319,7 @@ def greville_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, tol: float, weights: 
     gx, cvec = xt.new_empty(d, c), xt.new_empty(d, c)
     rank = torch.zeros(c, dtype=torch.long, device=xt.device)
     full = d == 0
+    fast = d > 0  # every row so far opened a new direction in every task: g holds M = A^T A instead of G
     out = xt.new_empty(t, d, c) if weights else xt.new_empty(t, c)
     for s in range(t):
         x = xt[s]
@@ -315,6 +329,24 @@ def greville_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, tol: float, weights: 
         else:
             out[s] = pred
         e = yt[s] - pred
+        have_c = False
+        if fast:
+            sym_mv_bl(p, x, tmp, cvec)
+            cc, xx = (cvec * cvec).sum(0), (x * x).sum(0)
+            new = cc > tol * xx
+            have_c = True
+            if bool(new.all()):  # Greville step without G: w += k e, P -= c c^T / ||c||^2, M += x x^T
+                w.addcmul_(cvec, e / cc)
+                g.addcmul_(x.unsqueeze(1), x.unsqueeze(0))
+                pv = cvec * cc.rsqrt()
+                p.addcmul_(pv.unsqueeze(1), pv.unsqueeze(0), value=-1.0)
+                rank += 1
+                if s + 1 >= d:  # rank d everywhere: G = M^{-1}
+                    _gram_pinv_bl(g, p)
+                    fast, full = False, True
+                continue
+            _gram_pinv_bl(g, p)  # G = (A^T A)^+ = (M + P)^{-1} - P, then the general recursion
+            fast = False
         sym_mv_bl(g, x, tmp, gx)
         denom = 1.0 + (x * gx).sum(0)
         if full:  # rank d everywhere: recursive least squares
@@ -322,9 +354,10 @@ def greville_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, tol: float, weights: 
             w.addcmul_(gx, e * inv)
             g.addcmul_(gx.unsqueeze(1), (gx * inv).unsqueeze(0), value=-1.0)
             continue
-        sym_mv_bl(p, x, tmp, cvec)
-        cc, xx = (cvec * cvec).sum(0), (x * x).sum(0)
-        new = cc > tol * xx
+        if not have_c:
+            sym_mv_bl(p, x, tmp, cvec)
+            cc, xx = (cvec * cvec).sum(0), (x * x).sum(0)
+            new = cc > tol * xx
         safe_cc = torch.where(new, cc, torch.ones_like(cc))
         k = cvec / safe_cc  # (d, c)
         # new direction: (u, v) = (a', k); spanned: (u, v) = (gx / (2 denom), gx); G -= u v^T + v u^T

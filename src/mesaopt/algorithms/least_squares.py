@@ -44,7 +44,7 @@ def _fit_chunk(n: int, d: int) -> int:
 
 
 def _prefix_chunk(n: int, d: int) -> int:
-    return task_chunk(2 * n * d + 3 * d * d)
+    return task_chunk(3 * n * d + 4 * d * d)
 
 
 def min_norm_lstsq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -222,7 +222,7 @@ class Ridge(_ChunkedLeastSquares):
     def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
         b, t, d = xs.shape
         if self.lam > 0 and not weights:
-            return ridge_prefix_predictions(xs, ys, self.lam, task_chunk(t * (t + 1) + t * d))
+            return ridge_prefix_predictions(xs, ys, self.lam, task_chunk(2 * t * (t + 1) + t * d))
         if self.lam > 0:
             return rls_prefix(xs, ys, self.lam, weights, _prefix_chunk(t, d))
         return greville_prefix(xs, ys, GREVILLE_TOL, weights, _prefix_chunk(t, d))
