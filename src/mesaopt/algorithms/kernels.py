@@ -224,32 +224,33 @@ def ridge_prefix_predictions(xs: torch.Tensor, ys: torch.Tensor, lam: float, chu
 
     With w ~ N(0, I) and noise variance lam, ridge (X^T X + lam I)^{-1} X^T y is the posterior mean, so the
     prediction of y_t from examples 0..t-1 is the conditional mean E[y_t | y_<t] under y ~ N(0, K). Eliminating
-    the columns of [K | y] in order 0..T-1 (right-looking Cholesky, batch-last) leaves in entry (t, T), just before
-    pivot t, the innovation y_t - E[y_t | y_<t]. Cost per task: one T x d x T Gram + T^3 / 3, against T rank-one
-    d x d updates of recursive least squares; only for lam > 0 (for lam = 0 the kernel is singular once t > d).
+    the columns of the bordered [[K], [y^T]] in order 0..T-1 (right-looking Cholesky, batch-last) leaves in entry
+    (T, t), just before pivot t, the innovation y_t - E[y_t | y_<t]. Cost per task: one T x d x T Gram + T^3 / 3,
+    against T rank-one d x d updates of recursive least squares; only for lam > 0 (for lam = 0 the kernel is
+    singular once t > d).
     """
     b, t, d = xs.shape
     f64 = dict(dtype=torch.float64, device=xs.device)
     c = max(1, min(chunk, b))
     xb = torch.empty(c, t, d, **f64)
     kern = torch.empty(c, t, t, **f64)
-    m = torch.empty(t, t + 1, c, **f64)
+    m = torch.empty(t + 1, t, c, **f64)  # bordered [[K], [y^T]]: row t holds y, then the innovations
     out = torch.empty(b, t, **f64)
     for s, k in _chunks(b, c):
         xk, kk, mk = xb[:k], kern[:k], m[..., :k]
         xk.copy_(xs[s : s + k])
         bmm_into(xk, xk.transpose(1, 2), kk)
-        mk[:, :t].copy_(kk.permute(1, 2, 0))
-        mk[:, :t].diagonal(0, 0, 1).add_(lam)
-        yk = ys[s : s + k].transpose(0, 1).to(torch.float64)  # (T, k)
-        mk[:, t].copy_(yk)
+        mk[:t].view(t * t, k).copy_(kk.view(k, t * t).transpose(0, 1))  # 2-D transpose: fast
+        mk[:t].diagonal(0, 0, 1).add_(lam)
+        mk[t].copy_(ys[s : s + k].transpose(0, 1))
+        yk = mk[t].clone()
         pred = out[s : s + k]
-        for j in range(t):
-            row = mk[j, j:]
-            pred[:, j] = yk[j] - row[t - j]  # y_j minus its innovation
-            row.mul_(mk[j, j].rsqrt())
+        for j in range(t):  # column j of L (rows j..t, the bordered row included), rank-one update of the rest
+            pred[:, j] = yk[j] - mk[t, j]  # y_j minus its innovation
+            col = mk[j:, j]
+            col.mul_(mk[j, j].rsqrt())
             if j + 1 < t:
-                mk[j + 1 :, j + 1 :].addcmul_(row[1 : t - j].unsqueeze(1), row[1:].unsqueeze(0), value=-1.0)
+                mk[j + 1 :, j + 1 :].addcmul_(col[1:].unsqueeze(1), col[1 : t - j].unsqueeze(0), value=-1.0)
     return out
 
 
