@@ -122,14 +122,6 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64)
 
 
-def _chunked(fn, args: tuple[torch.Tensor, ...], chunk: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """``fn`` on float64 copies of ``args`` (batch-first), in chunks of ``chunk`` tasks (None: all), cast to dtype."""
-    b = args[0].shape[0]
-    if chunk is None or chunk >= b:
-        return fn(*(_f64(a) for a in args)).to(dtype)
-    return torch.cat([fn(*(_f64(a[s : s + chunk]) for a in args)).to(dtype) for s in range(0, b, chunk)])
-
-
 # ---------------------------------------------------------------- base classes
 class Algorithm:
     """Base of every reference learner: ``__call__``, ``prefix``, ``name``, ``hparams()``, ``spec()``."""
@@ -157,23 +149,14 @@ class Algorithm:
         """ctx_x (B, N, d), ctx_y (B, N), qry_x (B, Q, d) -> predictions (B, Q)."""
         check_learner_inputs(ctx_x, ctx_y, qry_x)
         self._check_ready()
-        chunk = self._task_chunk(ctx_x.shape[1], ctx_x.shape[2])
-        return _chunked(self._predict, (ctx_x, ctx_y, qry_x), chunk, qry_x.dtype)
+        out = self._predict(_f64(ctx_x), _f64(ctx_y), _f64(qry_x))
+        return out.to(qry_x.dtype)
 
     def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """xs (B, T, d), ys (B, T) -> (B, T): prediction at t from examples 0..t-1 (one batched pass)."""
         check_prefix_inputs(xs, ys)
         self._check_ready()
-        chunk = self._task_chunk(xs.shape[1], xs.shape[2], prefix=True)
-        return _chunked(self._prefix, (xs, ys), chunk, xs.dtype)
-
-    def _task_chunk(self, n: int, d: int, prefix: bool = False) -> int | None:
-        """Tasks per chunk for contexts of n points in d dims (None: the whole batch in one float64 pass).
-
-        Learners whose work is independent per task and runs best on a cache-sized working set override this;
-        chunking also avoids float64 copies of the whole batch.
-        """
-        return None
+        return self._prefix(_f64(xs), _f64(ys)).to(xs.dtype)
 
     # subclasses implement these on float64 tensors
     def _predict(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
@@ -198,15 +181,13 @@ class LinearAlgorithm(Algorithm):
         """ctx_x (B, N, d), ctx_y (B, N) -> fitted weights w (B, d)."""
         check_fit_inputs(ctx_x, ctx_y)
         self._check_ready()
-        chunk = self._task_chunk(ctx_x.shape[1], ctx_x.shape[2])
-        return _chunked(self._fit, (ctx_x, ctx_y), chunk, ctx_x.dtype)
+        return self._fit(_f64(ctx_x), _f64(ctx_y)).to(ctx_x.dtype)
 
     def prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """xs (B, T, d), ys (B, T) -> W (B, T, d): weights fitted on examples 0..t-1 (row t)."""
         check_prefix_inputs(xs, ys)
         self._check_ready()
-        chunk = self._task_chunk(xs.shape[1], xs.shape[2], prefix=True)
-        return _chunked(self._prefix_weights, (xs, ys), chunk, xs.dtype)
+        return self._prefix_weights(_f64(xs), _f64(ys)).to(xs.dtype)
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._fit_masked(x, y, full_counts(x))
