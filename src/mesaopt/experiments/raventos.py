@@ -46,7 +46,7 @@ from mesaopt.train.curriculum import Curriculum, Ramp
 class RaventosTrainConfig(TrainConfig):
     """TrainConfig with this experiment's defaults (so ``--set train.steps=...`` keeps the others)."""
 
-    steps: int = Field(4000, ge=1, description="number of optimizer updates")
+    steps: int = Field(3000, ge=1, description="number of optimizer updates")
     batch_size: int = Field(128, ge=1, description="sequences per training batch")
     n_points: int = Field(16, ge=1, description="set to k by the experiment")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
@@ -58,7 +58,7 @@ class RaventosTrainConfig(TrainConfig):
     ckpt_every: int = Field(1000, ge=0, description="checkpoint every k steps (0 = only at the end)")
     objective: Objective = Field("prefix", description="prefix: loss over all K positions (set by the experiment)")
     curriculum: Curriculum | None = Field(
-        default_factory=lambda: Curriculum(dims=Ramp(start=2, end=8, inc=1, interval=250)),
+        default_factory=lambda: Curriculum(dims=Ramp(start=2, end=8, inc=1, interval=150)),
         description="Garg-style active-dims ramp (capped at d) to leave the loss plateau within a CPU budget; "
                     "null = none, as in the paper")
 
