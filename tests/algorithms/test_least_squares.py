@@ -179,3 +179,18 @@ def test_build_roundtrip_and_names():
         A.build({"kind": "nope"})
     with pytest.raises(ConfigError, match="ridge"):
         A.build({"kind": "ridge", "alpha": 1.0})
+
+
+@pytest.mark.parametrize("n", [9, 2])
+@pytest.mark.parametrize("make", [lambda: A.OLS(), lambda: A.Ridge(lam=0.3), lambda: A.Ridge(lam=0.0)])
+def test_least_squares_differentiable_in_the_context(make, n):
+    """Grad through fit and prefix w.r.t. the context (finite differences), same values as the fast kernels."""
+    alg = make()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randn(2, n, dtype=torch.float64, generator=g, requires_grad=True)
+    q = torch.randn(2, 2, 3, dtype=torch.float64, generator=g)
+    assert torch.autograd.gradcheck(lambda x, y: alg(x, y, q), (x, y))
+    assert torch.autograd.gradcheck(lambda x, y: alg.prefix(x, y), (x, y))
+    torch.testing.assert_close(alg(x, y, q).detach(), alg(x.detach(), y.detach(), q), atol=1e-12, rtol=0)
+    torch.testing.assert_close(alg.prefix(x, y).detach(), alg.prefix(x.detach(), y.detach()), atol=1e-10, rtol=0)

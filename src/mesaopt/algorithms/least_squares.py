@@ -84,22 +84,26 @@ class _ChunkedLeastSquares(LinearAlgorithm):
     def __call__(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
         """ctx_x (B, N, d), ctx_y (B, N), qry_x (B, Q, d) -> predictions (B, Q)."""
         check_learner_inputs(ctx_x, ctx_y, qry_x)
-        w = self._solve(ctx_x, ctx_y)
+        w = self._fit_any(ctx_x, ctx_y)
         return (qry_x.to(torch.float64) * w.unsqueeze(1)).sum(-1).to(qry_x.dtype)
 
     def fit(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor) -> torch.Tensor:
         """ctx_x (B, N, d), ctx_y (B, N) -> fitted weights w (B, d)."""
         check_fit_inputs(ctx_x, ctx_y)
-        return self._solve(ctx_x, ctx_y).to(ctx_x.dtype)
+        return self._fit_any(ctx_x, ctx_y).to(ctx_x.dtype)
 
     def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """xs (B, T, d), ys (B, T) -> (B, T): prediction at t from examples 0..t-1 (one batched pass)."""
         check_prefix_inputs(xs, ys)
+        if _wants_grad(xs, ys):
+            return (xs.to(torch.float64) * self._prefix_weights_autograd(xs, ys)).sum(-1).to(xs.dtype)
         return self._prefix_kernel(xs, ys, False).to(xs.dtype)
 
     def prefix_weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """xs (B, T, d), ys (B, T) -> W (B, T, d): weights fitted on examples 0..t-1 (row t)."""
         check_prefix_inputs(xs, ys)
+        if _wants_grad(xs, ys):
+            return self._prefix_weights_autograd(xs, ys).to(xs.dtype)
         return self._prefix_kernel(xs, ys, True).to(xs.dtype)
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,11 +118,27 @@ class _ChunkedLeastSquares(LinearAlgorithm):
     def _prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return self._prefix_kernel(xs, ys, False)
 
+    def _fit_any(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._solve_autograd(x, y) if _wants_grad(x, y) else self._solve(x, y)
+
     def _solve(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
         raise NotImplementedError
+
+    def _solve_autograd(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Differentiable float64 fit (used when the context requires grad; the fast kernels write in place)."""
+        return _pinv_solve(x.double(), y.double())
+
+    def _prefix_weights_autograd(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Differentiable float64 prefix weights (B, T, d) by the batch-first reference recursion."""
+        return greville_prefix_weights(xs.double(), ys.double())
+
+
+def _wants_grad(*ts: torch.Tensor) -> bool:
+    """True when autograd must see through the fit (grad mode on and an input requires grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
 def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -218,6 +238,18 @@ class Ridge(_ChunkedLeastSquares):
 
     def _solve(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ridge_solve(x, y, self.lam) if self.lam > 0 else min_norm_lstsq(x, y)
+
+    def _solve_autograd(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.lam == 0:
+            return super()._solve_autograd(x, y)
+        x, y = x.double(), y.double()
+        a = x.transpose(1, 2) @ x + self.lam * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        return torch.linalg.solve(a, (x.transpose(1, 2) @ y.unsqueeze(-1))).squeeze(-1)
+
+    def _prefix_weights_autograd(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        if self.lam == 0:
+            return super()._prefix_weights_autograd(xs, ys)
+        return rls_prefix_weights(xs.double(), ys.double(), self.lam)
 
     def _prefix_kernel(self, xs: torch.Tensor, ys: torch.Tensor, weights: bool) -> torch.Tensor:
         b, t, d = xs.shape
