@@ -101,7 +101,7 @@ def evaluate(model: torch.nn.Module, task: LinearRegression, noise_var: float, b
 
 @register("raventos-pool", "Raventos et al.: one pretraining run at task pool size M; distances to dMMSE and ridge",
           config=RaventosPoolConfig,
-          quick={"layers": 2, "width": 32, "heads": 2, "eval_batch_size": 1024, "train.steps": 400,
+          quick={"layers": 2, "width": 32, "heads": 2, "eval_batch_size": 1024, "train.steps": 800,
                  "train.batch_size": 64, "train.warmup_steps": 40, "train.lr": 3e-3, "train.eval_every": 0,
                  "train.ckpt_every": 0, "train.curriculum": None})
 def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
@@ -197,7 +197,7 @@ def _figure(ctx: RunContext, m: np.ndarray, per_seed: dict[str, np.ndarray], tra
 @register("raventos-diversity", "Raventos et al.: task-pool size sweep, transformer vs dMMSE and ridge (transition M)",
           config=RaventosConfig,
           quick={"m_values": [2, 8, 64, 1024], "layers": 2, "width": 32, "heads": 2, "eval_batch_size": 1024,
-                 "train.steps": 400, "train.batch_size": 64, "train.warmup_steps": 40, "train.lr": 3e-3,
+                 "train.steps": 800, "train.batch_size": 64, "train.warmup_steps": 40, "train.lr": 3e-3,
                  "train.eval_every": 0, "train.ckpt_every": 0, "train.curriculum": None})
 def run_diversity(cfg: RaventosConfig, ctx: RunContext) -> dict[str, float]:
     """Sweep ``raventos-pool`` over M x seeds, aggregate per M, find the transition, draw the figure."""
