@@ -260,6 +260,13 @@ def _bl_state(d: int, c: int, like: torch.Tensor, ws: list[torch.Tensor] | None)
     return ws
 
 
+def _record_step(out: torch.Tensor, s: int, x: torch.Tensor, w: torch.Tensor, weights: bool) -> torch.Tensor:
+    """Write row s of a prefix result (weights w (d, c) or predictions x^T w (c,)); returns x^T w (c,)."""
+    pred = (x * w).sum(0)
+    out[s] = w if weights else pred
+    return pred
+
+
 def rls_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, lam: float, weights: bool = True,
                   ws: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Ridge fits of every prefix by recursive least squares, batch-last: xt (T, d, c), yt (T, c) -> (T, d, c).
@@ -276,11 +283,7 @@ def rls_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, lam: float, weights: bool 
     out = xt.new_empty(t, d, c) if weights else xt.new_empty(t, c)
     for s in range(t):
         x = xt[s]
-        pred = (x * w).sum(0)
-        if weights:
-            out[s] = w
-        else:
-            out[s] = pred
+        pred = _record_step(out, s, x, w, weights)
         sym_mv_bl(g, x, tmp, gx)
         inv = 1.0 / (1.0 + (x * gx).sum(0))
         w.addcmul_(gx, (yt[s] - pred) * inv)
@@ -324,11 +327,7 @@ def greville_prefix_bl(xt: torch.Tensor, yt: torch.Tensor, tol: float, weights: 
     out = xt.new_empty(t, d, c) if weights else xt.new_empty(t, c)
     for s in range(t):
         x = xt[s]
-        pred = (x * w).sum(0)
-        if weights:
-            out[s] = w
-        else:
-            out[s] = pred
+        pred = _record_step(out, s, x, w, weights)
         e = yt[s] - pred
         have_c = False
         if fast:
