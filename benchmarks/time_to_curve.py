@@ -52,13 +52,75 @@ def fit_extrapolation(traj: list[dict], target: float) -> dict | None:
     return {"slope": round(slope, 4), "predicted_wall_s": round(pred, 1), "points_used": len(pts)}
 
 
+class _Stages:
+    """Curriculum and lr schedule of a recipe: fixed Garg ramps, or stages that advance when the model has learnt.
+
+    Fixed (no ``gate`` in the recipe): ``dims`` and ``curriculum_points`` ramps as in Garg et al. Gated: stage k
+    has ``dims.start + k * dims.inc`` active dimensions and ``curriculum_points.start + k * curriculum_points.inc``
+    points (both capped); the stage advances once it has run ``gate.min_steps`` steps and an exponential moving
+    average (factor ``gate.ema``) of the training error per active dimension at the prefixes with at least
+    1.5 ``dims`` examples (the target is read at 2 ``dims``) is below ``gate.threshold``. The lr warms up
+    linearly, stays constant, and after the full curriculum optionally follows a cosine over ``decay.steps`` to
+    ``decay.min_ratio`` (then stays there).
+    """
+
+    def __init__(self, rc: dict, d: int, points: int) -> None:
+        self.rc, self.d, self.points = rc, d, points
+        self.gate = rc.get("gate")
+        self.k, self.since, self.ema, self.full_step = 0, 0, None, None
+        dm, pt = rc["dims"], rc["curriculum_points"]
+        self.n_stages = max(-(-(dm["end"] - dm["start"]) // max(dm["inc"], 1)),
+                            -(-(pt["end"] - pt["start"]) // max(pt["inc"], 1)))
+        if not self.gate:
+            self.full_step = self.n_stages * max(dm["interval"], pt["interval"]) + 1
+
+    def at(self, step: int) -> tuple[int, int]:
+        """(active dims, points) for 1-based ``step``."""
+        dm, pt = self.rc["dims"], self.rc["curriculum_points"]
+        if self.gate:
+            k = self.k
+            return (min(dm["start"] + dm["inc"] * k, dm["end"], self.d),
+                    min(pt["start"] + pt["inc"] * k, pt["end"], self.points))
+        return (min(dm["start"] + dm["inc"] * ((step - 1) // dm["interval"]), dm["end"], self.d),
+                min(pt["start"] + pt["inc"] * ((step - 1) // pt["interval"]), pt["end"], self.points))
+
+    def observe(self, step: int, err: torch.Tensor, dims: int) -> None:
+        """Feed the step's squared errors (B, T); advances a gated curriculum."""
+        if not self.gate or self.full_step is not None:
+            return
+        lo = min(err.shape[1] - 1, (3 * dims) // 2)
+        e = err[:, lo:].mean().item() / dims
+        a = self.gate.get("ema", 0.9)
+        self.ema = e if self.ema is None else a * self.ema + (1 - a) * e
+        self.since += 1
+        if self.since >= self.gate.get("min_steps", 100) and self.ema < self.gate["threshold"]:
+            self.k, self.since, self.ema = self.k + 1, 0, None
+            if self.k >= self.n_stages:
+                self.full_step = step + 1
+
+    def full(self, step: int) -> bool:
+        """Whether ``step`` trained on the full task (all dims, all points)."""
+        return self.full_step is not None and step >= self.full_step
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the peak lr at 1-based ``step``."""
+        warm = self.rc.get("warmup", 0)
+        if step <= warm:
+            return step / warm
+        dec = self.rc.get("decay")
+        if not dec or self.full_step is None or step < self.full_step:
+            return 1.0
+        p = min(1.0, (step - self.full_step) / dec["steps"])
+        m = dec.get("min_ratio", 0.1)
+        return m + (1 - m) * 0.5 * (1 + math.cos(math.pi * p))
+
+
 def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 7200.0, target: float = 0.05,
-        plot: bool = True, recipe: dict | None = None) -> dict:
+        plot: bool = True, recipe: dict | None = None, progress: bool = False) -> dict:
     """Train with the recipe until err@40 <= target or the budget ends; returns trajectory, time and extrapolation."""
     import mesaopt as mo
     from mesaopt.models.gpt import GPT
-    from mesaopt.train.curriculum import Curriculum, curriculum_batch
-    from mesaopt.train.schedules import lr_factor
+    from mesaopt.train.curriculum import zero_inactive_dims
 
     rc = recipe or (QUICK if quick else RECIPE)
     out = out_dir(out)
@@ -67,13 +129,10 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
     d, points = rc["d"], rc["points"]
     task = mo.tasks.LinearRegression(d=d)
     model = GPT(d=d, n_positions=points, layers=rc["layers"], heads=rc["heads"], width=rc["width"], seed=rc["seed"])
-    opt = torch.optim.AdamW(model.parameters(), lr=rc["lr"])
-    cur = Curriculum(dims=rc["dims"], points=rc["curriculum_points"])
+    opt = torch.optim.AdamW(model.parameters(), lr=rc["lr"], weight_decay=rc.get("weight_decay", 0.01))
     gen = torch.Generator().manual_seed(rc["seed"])
     eb = task.sample(rc["eval_batch"], points, torch.Generator().manual_seed(10_000 + rc["seed"]))
-    full_at = max((rc["dims"]["end"] - rc["dims"]["start"]) // max(rc["dims"]["inc"], 1) * rc["dims"]["interval"],
-                  (rc["curriculum_points"]["end"] - rc["curriculum_points"]["start"])
-                  // max(rc["curriculum_points"]["inc"], 1) * rc["curriculum_points"]["interval"]) + 1
+    stage = _Stages(rc, d, points)
     traj: list[dict] = []
     t0 = time.perf_counter()
     reached, step, train_s = None, 0, 0.0
@@ -81,25 +140,32 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
         step += 1
         ts = time.perf_counter()
         for grp in opt.param_groups:
-            grp["lr"] = rc["lr"] * lr_factor("constant", step - 1, rc["max_steps"], rc["warmup"], 0.0)
-        b = curriculum_batch(task, cur, rc["batch"], points, step, gen, torch.device("cpu"), torch.float32)
-        loss = (model.prefix(b.xs, b.ys) - b.ys).pow(2).mean()
+            grp["lr"] = rc["lr"] * stage.lr_factor(step)
+        dims, pts = stage.at(step)
+        b = zero_inactive_dims(task, task.sample(rc["batch"], pts, gen), dims)
+        err = (model.prefix(b.xs, b.ys) - b.ys).pow(2)
+        loss = err.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        stage.observe(step, err.detach(), dims)
         train_s += time.perf_counter() - ts
         wall = time.perf_counter() - t0
         if step % rc["eval_every"] == 0 or wall >= budget_s:
             model.eval()
             with torch.no_grad():
-                err = ((model.prefix(eb.xs, eb.ys) - eb.ys).pow(2).mean(0) / d).tolist()
+                curve = ((model.prefix(eb.xs, eb.ys) - eb.ys).pow(2).mean(0) / d).tolist()
             model.train()
             rec = {"step": step, "wall_s": round(time.perf_counter() - t0, 2), "train_s": round(train_s, 2),
-                   "train_loss": loss.detach().item(), "err_at": err[rc["at"]], "err_curve": [round(e, 5) for e in err],
-                   "full_curriculum": step >= full_at}
+                   "train_loss": loss.detach().item(), "dims": dims, "points": pts, "lr": opt.param_groups[0]["lr"],
+                   "err_at": curve[rc["at"]], "err_curve": [round(e, 5) for e in curve],
+                   "full_curriculum": stage.full(step)}
             traj.append(rec)
             with log.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if progress:
+                print(f"step {step} {rec['wall_s']:.0f}s dims {dims} pts {pts} loss {rec['train_loss']:.3f} "
+                      f"err@{rc['at']} {rec['err_at']:.4f}", flush=True)
             if rec["full_curriculum"] and rec["err_at"] <= target:
                 reached = rec
                 break

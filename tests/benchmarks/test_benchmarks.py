@@ -10,7 +10,7 @@ import torch
 
 from benchmarks import __main__ as bench_main
 from benchmarks.common import compare, count_flops
-from benchmarks.time_to_curve import fit_extrapolation
+from benchmarks.time_to_curve import _Stages, fit_extrapolation
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +67,34 @@ def test_count_flops_and_compare():
     assert count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
     secs = compare({"x": lambda: a @ b, "y": lambda: a @ b}, repeats=2)
     assert set(secs) == {"x", "y"} and all(s > 0 for s in secs.values())
+
+
+def _recipe(**kw):
+    return {"dims": {"start": 2, "end": 4, "inc": 1, "interval": 3},
+            "curriculum_points": {"start": 5, "end": 9, "inc": 2, "interval": 3}, "warmup": 2, **kw}
+
+
+def test_fixed_stages_follow_the_ramps_and_schedule():
+    st = _Stages(_recipe(decay={"steps": 4, "min_ratio": 0.1}), d=4, points=9)
+    assert [st.at(s) for s in (1, 3, 4, 7, 100)] == [(2, 5), (2, 5), (3, 7), (4, 9), (4, 9)]
+    assert not st.full(6) and st.full(7)
+    assert [st.lr_factor(s) for s in (1, 2, 3)] == [0.5, 1.0, 1.0]
+    assert st.lr_factor(7) == pytest.approx(1.0) and st.lr_factor(9) == pytest.approx(0.55)
+    assert st.lr_factor(11) == pytest.approx(0.1) and st.lr_factor(50) == pytest.approx(0.1)
+
+
+def test_gated_stages_advance_only_when_the_late_prefix_error_is_low():
+    st = _Stages(_recipe(gate={"threshold": 0.5, "min_steps": 2, "ema": 0.0}), d=4, points=9)
+    high, low = torch.full((8, 5), 10.0), torch.zeros(8, 5)
+    low[:, :3] = 100.0  # early prefixes (< 1.5 dims examples) do not count
+    for step in range(1, 6):
+        st.observe(step, high, 2)
+    assert st.at(6) == (2, 5) and not st.full(6)
+    st.observe(6, low, 2)
+    assert st.at(7) == (3, 7) and not st.full(7)
+    low7 = torch.zeros(8, 7)
+    low7[:, :4] = 100.0
+    st.observe(7, low7, 3)
+    assert st.at(8) == (3, 7)  # min_steps: a new stage runs at least 2 steps
+    st.observe(8, low7, 3)
+    assert st.at(9) == (4, 9) and st.full(9) and not st.full(8)
