@@ -20,14 +20,24 @@ import torch
 
 from benchmarks.common import machine, out_dir
 
-RECIPE = {"d": 20, "points": 41, "layers": 6, "heads": 2, "width": 64, "batch": 64, "lr": 1e-3, "warmup": 500,
-          "dims": {"start": 5, "end": 20, "inc": 1, "interval": 200},
-          "curriculum_points": {"start": 11, "end": 41, "inc": 2, "interval": 200},
-          "eval_every": 200, "eval_batch": 1000, "at": 40, "seed": 0, "max_steps": 500_000}
+RECIPE = {"d": 20, "points": 41, "layers": 6, "heads": 4, "width": 64, "batch": 64, "lr": 5e-4, "warmup": 200,
+          "weight_decay": 0.0, "grad_clip": 1.0,
+          "dims": {"start": 2, "end": 20, "inc": 1, "interval": 1},
+          "curriculum_points": {"start": 6, "end": 41, "inc": 3, "interval": 1},
+          "gate": {"threshold": 0.25, "min_steps": 100, "ema": 0.9},
+          "decay": {"steps": 6000, "min_ratio": 0.1},
+          "eval_every": 200, "eval_batch": 500, "at": 40, "seed": 0, "max_steps": 500_000}
 QUICK = {**RECIPE, "d": 4, "points": 9, "layers": 1, "heads": 2, "width": 16, "batch": 16, "warmup": 2,
-         "dims": {"start": 2, "end": 4, "inc": 1, "interval": 2},
-         "curriculum_points": {"start": 5, "end": 9, "inc": 2, "interval": 2}, "eval_every": 3, "eval_batch": 64,
+         "dims": {"start": 2, "end": 4, "inc": 1, "interval": 1},
+         "curriculum_points": {"start": 5, "end": 9, "inc": 2, "interval": 1},
+         "gate": {"threshold": 100.0, "min_steps": 2, "ema": 0.5}, "decay": {"steps": 3, "min_ratio": 0.1},
+         "eval_every": 3, "eval_batch": 64, "fresh_batch": 64,
          "at": 8, "max_steps": 9}
+PRE_SESSION3 = {"d": 20, "points": 41, "layers": 6, "heads": 2, "width": 64, "batch": 64, "lr": 1e-3, "warmup": 500,
+                "dims": {"start": 5, "end": 20, "inc": 1, "interval": 200},
+                "curriculum_points": {"start": 11, "end": 41, "inc": 2, "interval": 200},
+                "eval_every": 200, "eval_batch": 1000, "at": 40, "seed": 0, "max_steps": 500_000}
+"""The session-1/2 recipe (fixed 10x-compressed Garg ramps, lr 1e-3 / 2e-3): never left the plateau."""
 
 
 def fit_extrapolation(traj: list[dict], target: float) -> dict | None:
@@ -147,6 +157,8 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
         loss = err.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if rc.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), rc["grad_clip"])
         opt.step()
         stage.observe(step, err.detach(), dims)
         train_s += time.perf_counter() - ts
@@ -171,16 +183,35 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
                 break
             if wall >= budget_s:
                 break
+    from mesaopt.train.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(out / ("time_to_curve_model-quick" if quick else "time_to_curve_model"), model, step,
+                           task=task, extra={"benchmark": "time-to-curve", "recipe": rc})
+    fresh = _fresh_curve(model, task, rc)
     res = {"benchmark": "time-to-curve", "recipe": rc, "target": target, "budget_s": budget_s,
            "reached": reached is not None, "time_to_target_s": reached["wall_s"] if reached else None,
            "steps": step, "s_per_step": round(train_s / max(step, 1), 4),
            "final_err_at": traj[-1]["err_at"] if traj else None, "machine": machine(),
            "extrapolation": None if reached else fit_extrapolation(traj, target),
            "trajectory": [{k: r[k] for k in ("step", "wall_s", "err_at", "train_loss")} for r in traj],
-           "log": str(log)}
+           "final_err_at_fresh": fresh[rc["at"]], "final_curve_fresh": [round(e, 5) for e in fresh],
+           "fresh_sequences": rc.get("fresh_batch", 4000), "model": str(ckpt), "log": str(log)}
     if plot and traj:
         res["plot"] = str(_plot(traj, target, rc["at"], out, quick))
     return res
+
+
+def _fresh_curve(model, task, rc: dict) -> list[float]:
+    """Normalised error per prefix length (T,) of the final model on ``fresh_batch`` new sequences (own seed)."""
+    gen = torch.Generator().manual_seed(20_000 + rc["seed"])
+    n, chunk, total = rc.get("fresh_batch", 4000), 500, None
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, n, chunk):
+            b = task.sample(min(chunk, n - i), rc["points"], gen)
+            s = (model.prefix(b.xs, b.ys) - b.ys).pow(2).sum(0)
+            total = s if total is None else total + s
+    return (total / (n * rc["d"])).tolist()
 
 
 def _plot(traj: list[dict], target: float, at: int, out: Path, quick: bool) -> Path:

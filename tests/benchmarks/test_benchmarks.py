@@ -11,6 +11,8 @@ import torch
 from benchmarks import __main__ as bench_main
 from benchmarks.common import compare, count_flops
 from benchmarks.time_to_curve import _Stages, fit_extrapolation
+from mesaopt.tasks import LinearRegression
+from mesaopt.train.checkpoint import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +50,12 @@ def test_time_to_curve_quick(tmp_path):
     lines = (tmp_path / "time_to_curve-quick.jsonl").read_text().splitlines()
     assert len(lines) == len(res["trajectory"]) >= 1
     assert res["steps"] >= 1 and math.isfinite(res["final_err_at"])
+    assert len(res["final_curve_fresh"]) == 9
+    assert res["final_err_at_fresh"] == pytest.approx(res["final_curve_fresh"][8], abs=1e-5)
+    model, state = load_model(res["model"])  # the final weights are saved (safetensors) and rebuild the GPT
+    assert state["step"] == res["steps"] and state["extra"]["recipe"]["gate"]["threshold"] == 100.0
+    b = LinearRegression(d=4).sample(8, 9, torch.Generator().manual_seed(0))
+    assert model.prefix(b.xs, b.ys).shape == (8, 9)
 
 
 def test_unknown_benchmark_exits_2(capsys):
