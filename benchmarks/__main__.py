@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         kw = {"quick": args.quick, "out": out, "peaks": peaks, "plot": not args.no_plot}
         if name == "time-to-curve":
             kw = {"quick": args.quick, "out": out, "budget_s": args.budget_s, "target": args.target,
-                  "plot": not args.no_plot}
+                  "plot": not args.no_plot, "progress": not args.quick}
         res = mod.run(**kw)
         res["wall_s"] = round(time.perf_counter() - t, 2)
         report["results"][name] = res

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
                 f.write(json.dumps(rec) + "\n")
             if progress:
                 print(f"step {step} {rec['wall_s']:.0f}s dims {dims} pts {pts} loss {rec['train_loss']:.3f} "
-                      f"err@{rc['at']} {rec['err_at']:.4f}", flush=True)
+                      f"err@{rc['at']} {rec['err_at']:.4f}", file=sys.stderr, flush=True)
             if rec["full_curriculum"] and rec["err_at"] <= target:
                 reached = rec
                 break
