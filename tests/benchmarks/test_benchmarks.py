@@ -106,3 +106,15 @@ def test_gated_stages_advance_only_when_the_late_prefix_error_is_low():
     assert st.at(8) == (3, 7)  # min_steps: a new stage runs at least 2 steps
     st.observe(8, low7, 3)
     assert st.at(9) == (4, 9) and st.full(9) and not st.full(8)
+
+
+def test_time_to_curve_stops_only_after_the_fresh_check(tmp_path):
+    from benchmarks.time_to_curve import QUICK, run
+
+    res = run(out=tmp_path, target=100.0, plot=False, recipe=QUICK)
+    lines = [json.loads(s) for s in (tmp_path / "time_to_curve.jsonl").read_text().splitlines()]
+    assert res["reached"] and res["time_to_target_s"] == lines[-1]["wall_s"]
+    assert lines[-1]["full_curriculum"] and lines[-1]["err_at_fresh"] <= 100.0
+    assert all("err_at_fresh" not in r for r in lines[:-1])  # checked only once the eval batch is below target
+    model, state = load_model(res["model"])
+    assert state["optimizer"]["class"] == "AdamW" and state["extra"]["stage"]["full_step"] is not None
