@@ -216,7 +216,7 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
            "final_err_at_fresh": fresh[rc["at"]], "final_curve_fresh": [round(e, 5) for e in fresh],
            "fresh_sequences": rc.get("fresh_batch", 4000), "model": str(ckpt), "log": str(log)}
     if plot and traj:
-        res["plot"] = str(_plot(traj, target, rc["at"], out, quick))
+        res["plot"] = str(_plot(traj, target, rc["at"], out, quick, fresh=fresh))
     return res
 
 
@@ -233,7 +233,7 @@ def _fresh_curve(model, task, rc: dict) -> list[float]:
     return (total / (n * rc["d"])).tolist()
 
 
-def _plot(traj: list[dict], target: float, at: int, out: Path, quick: bool) -> Path:
+def _plot(traj: list[dict], target: float, at: int, out: Path, quick: bool, fresh: list[float] | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     from mesaopt.plotting import paper_style, save_figure
@@ -242,10 +242,15 @@ def _plot(traj: list[dict], target: float, at: int, out: Path, quick: bool) -> P
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     a1.plot([r["wall_s"] / 60 for r in traj], [r["err_at"] for r in traj], "o-", ms=3)
     a1.axhline(target, color="k", ls=":", label=f"target {target}")
+    full = [r["wall_s"] / 60 for r in traj if r.get("full_curriculum")]
+    if full:
+        a1.axvline(full[0], color="grey", ls="--", lw=1, label="curriculum done (all dims, all points)")
     a1.set(xlabel="wall minutes", ylabel=f"normalised error at N={at}", yscale="log", title="time to the curve")
     a1.legend()
     last = traj[-1]["err_curve"]
-    a2.plot(range(len(last)), last, label=f"step {traj[-1]['step']}")
+    a2.plot(range(len(last)), last, label=f"step {traj[-1]['step']} (eval batch)")
+    if fresh is not None:
+        a2.plot(range(len(fresh)), fresh, "--", label="same model, 4000 fresh sequences")
     a2.axhline(target, color="k", ls=":")
     a2.set(xlabel="in-context examples N", ylabel="normalised error", yscale="log", title="latest curve")
     a2.legend()
