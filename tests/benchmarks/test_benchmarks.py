@@ -111,7 +111,8 @@ def test_gated_stages_advance_only_when_the_late_prefix_error_is_low():
 def test_time_to_curve_stops_only_after_the_fresh_check(tmp_path):
     from benchmarks.time_to_curve import QUICK, run
 
-    res = run(out=tmp_path, target=100.0, plot=False, recipe=QUICK)
+    res = run(out=tmp_path, target=100.0, plot=True, recipe=QUICK)
+    assert (tmp_path / "time_to_curve.png").stat().st_size > 0  # trajectory + eval-batch and fresh curves
     lines = [json.loads(s) for s in (tmp_path / "time_to_curve.jsonl").read_text().splitlines()]
     assert res["reached"] and res["time_to_target_s"] == lines[-1]["wall_s"]
     assert lines[-1]["full_curriculum"] and lines[-1]["err_at_fresh"] <= 100.0
