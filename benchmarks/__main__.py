@@ -1,7 +1,8 @@
 """``python -m benchmarks [NAME ...] [--quick] [--out DIR] [--threads N]``: run benchmarks, print one JSON object.
 
 Default: peaks, lsa, algorithms, gpt (``make bench``; <= 15 min on 2 idle cores). ``time-to-curve`` is the long
-GPT training run and only runs when named: ``python -m benchmarks time-to-curve [--budget-s S]``.
+GPT training run and only runs when named:
+``python -m benchmarks time-to-curve [--threads 1] [--seed S] [--budget-s S] [--resume]``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plot", action="store_true", help="skip the figures")
     ap.add_argument("--budget-s", type=float, default=7200.0, help="time-to-curve: wall-time budget in seconds")
     ap.add_argument("--target", type=float, default=0.05, help="time-to-curve: normalised error to reach")
+    ap.add_argument("--seed", type=int, default=None, help="time-to-curve: seed (default: the recipe's, 0)")
+    ap.add_argument("--resume", action="store_true",
+                    help="time-to-curve: continue from the checkpoint in --out (same recipe and seed)")
     args = ap.parse_args(argv)
     names = args.names or list(BENCHMARKS)
     bad = [n for n in names if n not in MODULES]
@@ -52,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         kw = {"quick": args.quick, "out": out, "peaks": peaks, "plot": not args.no_plot}
         if name == "time-to-curve":
             kw = {"quick": args.quick, "out": out, "budget_s": args.budget_s, "target": args.target,
-                  "plot": not args.no_plot, "progress": not args.quick}
-        res = mod.run(**kw)
+                  "plot": not args.no_plot, "progress": not args.quick, "seed": args.seed, "resume": args.resume}
+        try:
+            res = mod.run(**kw)
+        except ValueError as e:  # e.g. --resume against a checkpoint of another recipe
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         res["wall_s"] = round(time.perf_counter() - t, 2)
         report["results"][name] = res
         print(f"[bench] {name} done in {res['wall_s']} s", file=sys.stderr)

@@ -120,6 +120,10 @@ class _Stages:
         """JSON-able progress (stage index, steps in it, moving average, step the full task began)."""
         return {"k": self.k, "since": self.since, "ema": self.ema, "full_step": self.full_step}
 
+    def load(self, state: dict) -> None:
+        """Restore the progress saved by ``state()`` (resuming a run)."""
+        self.k, self.since, self.ema, self.full_step = state["k"], state["since"], state["ema"], state["full_step"]
+
     def full(self, step: int) -> bool:
         """Whether ``step`` trained on the full task (all dims, all points)."""
         return self.full_step is not None and step >= self.full_step
@@ -138,16 +142,25 @@ class _Stages:
 
 
 def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 7200.0, target: float = 0.05,
-        plot: bool = True, recipe: dict | None = None, progress: bool = False) -> dict:
-    """Train with the recipe until err@40 <= target or the budget ends; returns trajectory, time and extrapolation."""
+        plot: bool = True, recipe: dict | None = None, progress: bool = False, seed: int | None = None,
+        resume: bool = False, ckpt_every: int = 1) -> dict:
+    """Train with the recipe until err@40 <= target or the budget ends; returns trajectory, time and extrapolation.
+
+    ``seed`` overrides the recipe's seed. A checkpoint (model, AdamW, data generator, curriculum, trajectory) is
+    written atomically every ``ckpt_every`` evaluations; ``resume=True`` continues from it (the wall time and the
+    budget count the earlier segments too) and gives the same numbers as an uninterrupted run.
+    """
     import mesaopt as mo
     from mesaopt.models.gpt import GPT
+    from mesaopt.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
     from mesaopt.train.curriculum import zero_inactive_dims
 
-    rc = recipe or (QUICK if quick else RECIPE)
+    rc = dict(recipe or (QUICK if quick else RECIPE))
+    if seed is not None:
+        rc["seed"] = seed
     out = out_dir(out)
     log = out / ("time_to_curve-quick.jsonl" if quick else "time_to_curve.jsonl")
-    log.write_text("")
+    ck_dir = out / ("time_to_curve_model-quick" if quick else "time_to_curve_model")
     d, points = rc["d"], rc["points"]
     task = mo.tasks.LinearRegression(d=d)
     model = GPT(d=d, n_positions=points, layers=rc["layers"], heads=rc["heads"], width=rc["width"], seed=rc["seed"])
@@ -156,9 +169,31 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
     eb = task.sample(rc["eval_batch"], points, torch.Generator().manual_seed(10_000 + rc["seed"]))
     stage = _Stages(rc, d, points)
     traj: list[dict] = []
-    t0 = time.perf_counter()
-    reached, step, train_s = None, 0, 0.0
-    while step < rc["max_steps"]:
+    reached, step, train_s, wall0 = None, 0, 0.0, 0.0
+    resumed = resume and find_checkpoint(ck_dir, repair=True) is not None
+    if resumed:
+        st = load_checkpoint(ck_dir, model=model, optimizer=opt, generators={"data": gen}, restore_torch_rng=True)
+        ex = st["extra"]
+        saved = {k: v for k, v in ex.get("recipe", {}).items() if k != "max_steps"}
+        if saved != {k: v for k, v in rc.items() if k != "max_steps"}:
+            diff = sorted(k for k in set(saved) | set(rc) if k != "max_steps" and saved.get(k) != rc.get(k))
+            raise ValueError(f"resume: the checkpoint in '{ck_dir}' was trained with a different recipe "
+                             f"(fields {diff}); use another --out or drop --resume")
+        step, train_s, wall0, traj = st["step"], ex["train_s"], ex["wall_s"], ex["trajectory"]
+        stage.load(ex["stage"])
+        reached = next((r for r in traj if r.get("err_at_fresh", math.inf) <= target), None)
+        if progress:
+            print(f"resumed at step {step} ({wall0:.0f}s so far)", file=sys.stderr, flush=True)
+    log.write_text("".join(json.dumps(r) + "\n" for r in traj))
+
+    def checkpoint() -> Path:
+        return save_checkpoint(ck_dir, model, step, optimizer=opt, task=task, generators={"data": gen},
+                               extra={"benchmark": "time-to-curve", "recipe": rc, "stage": stage.state(),
+                                      "train_s": train_s, "wall_s": round(time.perf_counter() - t0, 2),
+                                      "trajectory": traj})
+
+    t0 = time.perf_counter() - wall0
+    while reached is None and step < rc["max_steps"]:
         step += 1
         ts = time.perf_counter()
         for grp in opt.param_groups:
@@ -201,11 +236,9 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
                 break
             if wall >= budget_s:
                 break
-    from mesaopt.train.checkpoint import save_checkpoint
-
-    ckpt = save_checkpoint(out / ("time_to_curve_model-quick" if quick else "time_to_curve_model"), model, step,
-                           optimizer=opt, task=task, generators={"data": gen},
-                           extra={"benchmark": "time-to-curve", "recipe": rc, "stage": stage.state()})
+            if ckpt_every and len(traj) % ckpt_every == 0:
+                checkpoint()
+    ckpt = checkpoint()
     fresh = _fresh_curve(model, task, rc)
     res = {"benchmark": "time-to-curve", "recipe": rc, "target": target, "budget_s": budget_s,
            "reached": reached is not None, "time_to_target_s": reached["wall_s"] if reached else None,
@@ -214,7 +247,8 @@ def run(quick: bool = False, out: str | Path | None = None, budget_s: float = 72
            "extrapolation": None if reached else fit_extrapolation(traj, target),
            "trajectory": [{k: r[k] for k in ("step", "wall_s", "err_at", "train_loss")} for r in traj],
            "final_err_at_fresh": fresh[rc["at"]], "final_curve_fresh": [round(e, 5) for e in fresh],
-           "fresh_sequences": rc.get("fresh_batch", 4000), "model": str(ckpt), "log": str(log)}
+           "fresh_sequences": rc.get("fresh_batch", 4000), "model": str(ckpt), "log": str(log),
+           "resumed_at_step": int(st["step"]) if resumed else None}
     if plot and traj:
         res["plot"] = str(_plot(traj, target, rc["at"], out, quick, fresh=fresh))
     return res

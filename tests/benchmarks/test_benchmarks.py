@@ -119,3 +119,33 @@ def test_time_to_curve_stops_only_after_the_fresh_check(tmp_path):
     assert all("err_at_fresh" not in r for r in lines[:-1])  # checked only once the eval batch is below target
     model, state = load_model(res["model"])
     assert state["optimizer"]["class"] == "AdamW" and state["extra"]["stage"]["full_step"] is not None
+
+
+def test_time_to_curve_resume_gives_the_same_numbers(tmp_path):
+    from benchmarks.time_to_curve import QUICK, run
+
+    rc = {**QUICK, "max_steps": 9}
+    full = run(out=tmp_path / "a", target=0.0, plot=False, recipe=rc)  # target 0: never reached, runs 9 steps
+    cut = run(out=tmp_path / "b", target=0.0, plot=False, recipe={**rc, "max_steps": 6})  # the "killed" run
+    assert cut["steps"] == 6 and cut["resumed_at_step"] is None
+    res = run(out=tmp_path / "b", target=0.0, plot=False, recipe=rc, resume=True)
+    assert res["resumed_at_step"] == 6 and res["steps"] == 9
+    assert [r["err_at"] for r in res["trajectory"]] == [r["err_at"] for r in full["trajectory"]]
+    assert res["final_curve_fresh"] == full["final_curve_fresh"]
+    lines = [json.loads(s) for s in (tmp_path / "b" / "time_to_curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [3, 6, 9]
+    a, _ = load_model(tmp_path / "a" / "time_to_curve_model")
+    b, _ = load_model(tmp_path / "b" / "time_to_curve_model")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_time_to_curve_resume_refuses_another_recipe(tmp_path, capsys):
+    from benchmarks.time_to_curve import QUICK, run
+
+    run(out=tmp_path, target=0.0, plot=False, recipe={**QUICK, "max_steps": 3})
+    with pytest.raises(ValueError, match=r"different recipe \(fields \['seed'\]\)"):
+        run(out=tmp_path, target=0.0, plot=False, recipe=QUICK, seed=5, resume=True)
+    args = ["time-to-curve", "--quick", "--no-plot", "--out", str(tmp_path)]
+    assert bench_main.main(args) == 0
+    code = bench_main.main([*args, "--seed", "5", "--resume"])
+    assert code == 2 and "different recipe" in capsys.readouterr().err
