@@ -32,8 +32,8 @@ RECIPE = {"d": 20, "points": 41, "layers": 6, "heads": 4, "width": 64, "batch": 
           "weight_decay": 0.0, "grad_clip": 1.0,
           "dims": {"start": 2, "end": 20, "inc": 1, "interval": 1},
           "curriculum_points": {"start": 6, "end": 41, "inc": 3, "interval": 1},
-          "gate": {"threshold": 0.25, "min_steps": 100, "ema": 0.9},
-          "decay": {"steps": 6000, "min_ratio": 0.1},
+          "gate": {"threshold": 0.15, "min_steps": 100, "ema": 0.9},
+          "decay": {"steps": 12000, "min_ratio": 0.1},
           "eval_every": 200, "eval_batch": 500, "at": 40, "seed": 0, "max_steps": 500_000}
 QUICK = {**RECIPE, "d": 4, "points": 9, "layers": 1, "heads": 2, "width": 16, "batch": 16, "warmup": 2,
          "dims": {"start": 2, "end": 4, "inc": 1, "interval": 1},
