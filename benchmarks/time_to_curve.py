@@ -1,19 +1,19 @@
 """Time to the Garg curve: wall time until a GPT's normalised error on d=20 linear regression is <= 0.05 at 40
 in-context examples. Long (not in the default set): ``python -m benchmarks time-to-curve [--budget-s S]``.
 
-Recipe (``RECIPE``, sessions 3-4; seed 0 reaches the target in 72 min, seed 1 in 112 min on one core): a narrow
-GPT (6 layers, 4 heads, width 64; ~0.3M parameters) trained with AdamW (lr 5e-4, 200 warmup steps, no weight
-decay, gradient clipping at 1) on the prefix objective, batch 64, fp32 (bf16 autocast is slower than fp32 on CPUs
-without native bf16 matmul; see the ``gpt`` benchmark), with a *gated* Garg curriculum: stage k trains on 2 + k active dimensions and 6 + 3k points (capped at 20 / 41) and
-advances once the training error per active dimension at the late prefixes (>= 1.5 dims examples) has an
-exponential moving average below 0.15 (at least 100 steps per stage). After the last stage the lr follows a cosine
-to 0.1x over 12000 steps. Higher learning rates (1e-3, 2e-3) and fixed, fast ramps stay on the initial plateau
-(``PRE_SESSION3``). Every ``eval_every`` steps the normalised error (MSE / d) at every prefix length is measured on
-a fixed 500-sequence evaluation batch and appended, with the wall time, to ``time_to_curve.jsonl`` in the output
-folder, so a run cut short still leaves its trajectory. The run stops when the error is <= the target on the
-evaluation batch *and* on 4000 fresh sequences (the first dip of one fixed batch is biased low), or at the budget;
-it saves the final weights, AdamW state, data-generator state and curriculum stage (``time_to_curve_model/``,
-safetensors + JSON) and reports the fresh-sequence curve.
+Recipe (``RECIPE``, sessions 3-4; seed 0 reaches the target in 72 min, seed 1 in 112 min on one core): a narrow GPT
+(6 layers, 4 heads, width 64; ~0.3M parameters) trained with AdamW (lr 5e-4, 200 warmup steps, no weight decay,
+gradient clipping at 1) on the prefix objective, batch 64, fp32 (bf16 autocast is slower than fp32 on CPUs without
+native bf16 matmul; see the ``gpt`` benchmark), with a *gated* Garg curriculum: stage k trains on 2 + k active
+dimensions and 6 + 3k points (capped at 20 / 41) and advances once the training error per active dimension at the
+late prefixes (>= 1.5 dims examples) has an exponential moving average below 0.15 (at least 100 steps per stage).
+After the last stage the lr follows a cosine to 0.1x over 12000 steps. Higher learning rates (1e-3, 2e-3) and fixed,
+fast ramps stay on the initial plateau (``PRE_SESSION3``). Every ``eval_every`` steps the normalised error (MSE / d)
+at every prefix length is measured on a fixed 500-sequence evaluation batch and appended, with the wall time, to
+``time_to_curve.jsonl`` in the output folder, so a run cut short still leaves its trajectory. The run stops when the
+error is <= the target on the evaluation batch *and* on 4000 fresh sequences (the first dip of one fixed batch is
+biased low), or at the budget; it saves the final weights, AdamW state, data-generator state and curriculum stage
+(``time_to_curve_model/``, safetensors + JSON) and reports the fresh-sequence curve.
 """
 
 from __future__ import annotations
