@@ -12,8 +12,9 @@ fast ramps stay on the initial plateau (``PRE_SESSION3``). Every ``eval_every`` 
 at every prefix length is measured on a fixed 500-sequence evaluation batch and appended, with the wall time, to
 ``time_to_curve.jsonl`` in the output folder, so a run cut short still leaves its trajectory. The run stops when the
 error is <= the target on the evaluation batch *and* on 4000 fresh sequences (the first dip of one fixed batch is
-biased low), or at the budget; it saves the final weights, AdamW state, data-generator state and curriculum stage
-(``time_to_curve_model/``, safetensors + JSON) and reports the fresh-sequence curve.
+biased low), or at the budget. At every evaluation it atomically saves the weights, AdamW state, data-generator
+state, curriculum stage and trajectory (``time_to_curve_model/``, safetensors + JSON; ``--resume`` continues from
+there to the same numbers) and at the end it reports the fresh-sequence curve.
 """
 
 from __future__ import annotations
