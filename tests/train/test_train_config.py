@@ -30,7 +30,7 @@ def test_bad_fields_rejected(field, value):
 
 
 def test_cross_field_rules():
-    with pytest.raises(ValidationError, match="n_points must be >= 2"):
+    with pytest.raises(ValidationError, match="n_points must be > n_queries"):
         TrainConfig(n_points=1)
     assert TrainConfig(n_points=1, objective="prefix").n_points == 1
     with pytest.raises(ValidationError, match="warmup_steps"):

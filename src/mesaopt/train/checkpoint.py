@@ -34,6 +34,7 @@ FORMAT_VERSION = 1
 CKPT_DIR = "ckpt"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
+EXTRA_FILE = "extra.safetensors"
 STATE_FILE = "state.json"
 _TMP_SUFFIX = ".tmp"
 _OLD_SUFFIX = ".old"
@@ -171,8 +172,11 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, step: int,
                     optimizer: torch.optim.Optimizer | None = None, task: Any = None, train_cfg: Any = None,
                     generators: dict[str, torch.Generator] | None = None, scheduler: dict | None = None,
-                    extra: dict | None = None) -> Path:
-    """Atomically write a checkpoint to ``path/ckpt/`` (``path`` = the run folder); returns the ckpt dir."""
+                    extra: dict | None = None, extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Atomically write a checkpoint to ``path/ckpt/`` (``path`` = the run folder); returns the ckpt dir.
+
+    ``extra_tensors`` (e.g. a loss hook's replay buffer) go to ``extra.safetensors``; read them back with
+    ``load_extra_tensors``."""
     run = Path(path)
     run.mkdir(parents=True, exist_ok=True)
     find_checkpoint(run, repair=True)  # finish an interrupted swap before starting a new one
@@ -185,6 +189,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, step: int,
     if optimizer is not None:
         tensors, optim_meta = _split_optimizer(optimizer)
         _write_safetensors(tmp / OPTIM_FILE, tensors)
+    if extra_tensors:
+        _write_safetensors(tmp / EXTRA_FILE, {k: v.detach().contiguous() for k, v in extra_tensors.items()})
     spec = model.spec() if hasattr(model, "spec") else None
     state = {
         "format_version": FORMAT_VERSION,
@@ -278,6 +284,12 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = Non
                                              dtype=torch.uint8).clone())
     state["path"] = str(ck)
     return state
+
+
+def load_extra_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``extra_tensors`` saved with a checkpoint (run or ckpt folder); empty if there are none."""
+    ck, _ = read_state(path)
+    return _read_safetensors(ck / EXTRA_FILE) if (ck / EXTRA_FILE).is_file() else {}
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

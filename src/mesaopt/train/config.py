@@ -10,9 +10,11 @@ from pydantic import Field, field_validator, model_validator
 
 from mesaopt.config import StrictModel
 from mesaopt.train.curriculum import Curriculum
+from mesaopt.train.stop import StopRule
 
 Optimizer = Literal["adamw", "adam", "sgd"]
-Schedule = Literal["constant", "cosine", "linear", "warmup_cosine", "warmup_linear", "inverse_sqrt"]
+Schedule = Literal["constant", "cosine", "linear", "warmup_cosine", "warmup_linear", "inverse_sqrt",
+                   "cosine_after_curriculum"]
 Objective = Literal["query", "prefix"]
 Loss = Literal["mse", "half_mse"]
 DType = Literal["float32", "float64", "bfloat16"]
@@ -23,7 +25,7 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 # evaluation or cadence but not the weights' trajectory (``steps`` extends/shortens the run; with a
 # decaying schedule the lr curve is then recomputed for the new total, see docs/training.md).
 RESUME_MUTABLE = ("steps", "eval_every", "eval_batch_size", "ckpt_every", "log_every", "tensorboard",
-                  "nan_check_every")
+                  "nan_check_every", "stop")
 
 
 class TrainConfig(StrictModel):
@@ -61,6 +63,14 @@ class TrainConfig(StrictModel):
 
     curriculum: Curriculum | None = Field(None, description="Garg-style growing active dims / points per "
                                                             "training sequence (see mesaopt.train.curriculum)")
+    decay_steps: int | None = Field(None, ge=1, description="schedule cosine_after_curriculum: steps of the cosine "
+                                                            "to min_lr_ratio once the curriculum is complete")
+    n_queries: int = Field(1, ge=1, description="objective query: the last n_queries points of each sequence "
+                                               "are queries, predicted independently from the others")
+    lr_multipliers: dict[str, float] = Field(default_factory=dict, description="parameter-name pattern "
+                                             "(fnmatch) -> multiplier of the lr, e.g. {alpha_raw: 10}")
+    stop: StopRule | None = Field(None, description="stop once err@at <= target on the eval batch and on fresh "
+                                                    "sequences drawn anew at each check (steps is then a maximum)")
 
     @field_validator("lr", "eps", "weight_decay")
     @classmethod
@@ -87,8 +97,18 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.objective == "query" and self.n_points < 2:
-            raise ValueError(f"n_points must be >= 2 for objective 'query' (context + query), got {self.n_points}")
+        if self.objective == "query" and self.n_points <= self.n_queries:
+            raise ValueError(f"n_points must be > n_queries ({self.n_queries}) for objective 'query' "
+                             f"(context + queries), got {self.n_points}")
+        if (self.schedule == "cosine_after_curriculum") != (self.decay_steps is not None):
+            raise ValueError("schedule 'cosine_after_curriculum' and decay_steps go together (set both or neither)")
+        if self.schedule == "cosine_after_curriculum" and self.curriculum is None:
+            raise ValueError("schedule 'cosine_after_curriculum' needs a curriculum")
+        if self.stop is not None and self.stop.at >= self.n_points:
+            raise ValueError(f"stop.at must be < n_points ({self.n_points}), got {self.stop.at}")
+        for pat, m in self.lr_multipliers.items():
+            if not (math.isfinite(m) and m > 0):
+                raise ValueError(f"lr_multipliers[{pat!r}] must be a finite number > 0, got {m}")
         if self.schedule.startswith("warmup_") and self.warmup_steps < 1:
             raise ValueError(f"schedule {self.schedule!r} needs warmup_steps >= 1")
         if self.schedule == "inverse_sqrt" and self.warmup_steps < 1:
