@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+"""Stored results the docs cite (copied here by hand with their commit); runs write to ``DEFAULT_OUT``."""
+DEFAULT_OUT = Path("runs") / "bench"
 
 
 def machine() -> dict:
@@ -113,7 +115,7 @@ def set_threads(n: int | None) -> int:
 
 
 def out_dir(path: str | Path | None) -> Path:
-    """The results folder (created)."""
-    p = Path(path) if path is not None else RESULTS_DIR
+    """The results folder (created): ``path`` or ``runs/bench`` under the current directory."""
+    p = Path(path) if path is not None else DEFAULT_OUT
     p.mkdir(parents=True, exist_ok=True)
     return p

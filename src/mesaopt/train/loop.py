@@ -59,6 +59,7 @@ class TrainResult:
     resumed_from: int | None = None
     completed: bool = True
     stopped_at: int | None = None
+    curriculum_complete_step: int | None = None
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -387,7 +388,8 @@ def _train(model: torch.nn.Module, task: Any, cfg: TrainConfig, out: str | os.Pa
         final.update({k: v for k, v in rec.items() if k not in ("step", "wall", "lr", "grad_norm")})
     return TrainResult(model=model, history=tr.history, step=step_done, final=final, out=tr.out,
                        wall_s=round(tr.wall(), 3), resumed_from=tr.resumed_from,
-                       completed=step_done >= cfg.steps or tr.stopped_at is not None, stopped_at=tr.stopped_at)
+                       completed=step_done >= cfg.steps or tr.stopped_at is not None, stopped_at=tr.stopped_at,
+                       curriculum_complete_step=tr.cur.full if tr.cur is not None else None)
 
 
 def _first_nonfinite(pending: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[int, float, float] | None:
