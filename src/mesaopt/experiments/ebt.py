@@ -12,38 +12,34 @@ same number of updates, then measure the query MSE
 * against the feed-forward transformer, Bayes-optimal ridge and (linear task) K steps of GD, and the
   agreement of the EBT's step-s predictor with GD/ridge (``pred_diff``, ``sens_cos``).
 
-All errors are MSE (not ½·MSE) against the (possibly noisy) query labels. EBT training uses the paper's
-stabilisers (loss averaged over steps, random extra steps, random step size, Langevin noise, replay buffer,
-α learning-rate multiplier); it is a dedicated loop because the generic ``mesaopt.train.train`` objective
-only sees the final prediction (the EBT's training-mode ``forward`` supports that trainer too).
+All errors are MSE (not ½·MSE) against the (possibly noisy) query labels. Both models train through the one
+trainer (``mesaopt.train.train``, config ``train``): the twin with the built-in ``query`` objective over
+``train.n_queries`` queries per context, the EBT with the paper's stabilisers (loss averaged over steps, random
+extra steps, random step size, Langevin noise) through the ``EBTLoss`` hook (replay buffer) and the α
+learning-rate multiplier as a parameter group (``ebt_train``).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mesaopt import plotting
 from mesaopt.algorithms import GD, BayesRidge, Ridge
 from mesaopt.analysis import metrics
 from mesaopt.config import StrictModel
-from mesaopt.errors import ConfigError, TrainingDiverged
+from mesaopt.errors import ConfigError
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import append_jsonl, read_jsonl
-from mesaopt.models.ebt import EBT, EBTFeedForward, ReplayBuffer
+from mesaopt.io import read_jsonl
+from mesaopt.models.ebt import EBT, EBTFeedForward
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import Task, build
-from mesaopt.train.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint
-from mesaopt.train.schedules import lr_factor
+from mesaopt.train import TrainConfig, train
+from mesaopt.train.hooks import EBTLoss
 
 TaskName = Literal["linear", "relu2"]
 CONDITIONS = ("id", "ood_noise", "ood_long")
@@ -75,23 +71,18 @@ class EBTConfig(StrictModel):
     loss_steps: Literal["all", "final"] = Field("all", description="MSE averaged over all steps or final only")
 
 
-class FitConfig(StrictModel):
-    """Optimisation shared by both models (same batches, same number of updates)."""
+class EBTTrainExtras(StrictModel):
+    """What the EBT's training adds to the shared ``train`` config (the twin ignores these)."""
 
-    steps: int = Field(1000, ge=1, description="optimizer updates")
-    batch_size: int = Field(64, ge=1, description="contexts per batch")
-    n_queries: int = Field(8, ge=1, description="independent queries per context")
-    lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    schedule: Literal["constant", "cosine", "linear"] = Field("cosine", description="lr schedule after warmup")
-    warmup_steps: int = Field(100, ge=0, description="linear lr warmup")
-    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr / peak lr")
-    grad_clip: float | None = Field(1.0, gt=0, description="global grad-norm clip (None = off)")
     alpha_lr_mult: float = Field(10.0, gt=0, description="lr multiplier of the EBT step size alpha")
     replay_fraction: float = Field(0.25, ge=0, lt=1, description="share of each EBT batch from the replay buffer")
     replay_size: int = Field(4096, ge=1, description="replay buffer capacity (contexts)")
-    ckpt_every: int = Field(500, ge=0, description="checkpoint every k updates (0 = end only)")
-    log_every: int = Field(25, ge=1, description="metrics.jsonl record every k updates")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(steps=1000, batch_size=64, n_queries=8, n_points=23, lr=1e-3, weight_decay=0.0,
+                       schedule="cosine", warmup_steps=100, min_lr_ratio=0.05, grad_clip=1.0, objective="query",
+                       loss="mse", eval_every=0, eval_batch_size=64, ckpt_every=500, log_every=25)
 
 
 class EBTSystem2Config(ExperimentConfig):
@@ -106,14 +97,16 @@ class EBTSystem2Config(ExperimentConfig):
     relu_hidden: int = Field(100, ge=1, description="hidden units of the relu2 target networks")
     model: BackboneConfig = Field(default_factory=BackboneConfig)
     ebt: EBTConfig = Field(default_factory=EBTConfig)
-    fit: FitConfig = Field(default_factory=FitConfig)
+    train: TrainConfig = Field(default_factory=_default_train, description="optimisation shared by both models "
+                               "(same batches, same number of updates); n_points is n_context + train.n_queries")
+    ebt_train: EBTTrainExtras = Field(default_factory=EBTTrainExtras)
     eval_batch_size: int = Field(512, ge=8, description="contexts per evaluation condition")
     eval_queries: int = Field(8, ge=1, description="queries per evaluation context")
     n_samples: int = Field(8, ge=2, description="self-verification: initial guesses per query (K)")
     steps_factor: int = Field(2, ge=1, description="evaluate S = 0 .. steps_factor x trained steps")
     analysis_batch_size: int = Field(256, ge=8, description="contexts for the GD/ridge agreement analysis")
-    threads: int = Field(1, ge=1, description="torch intra-op threads during the run (tiny models: 1 is fastest; "
-                                             "restored afterwards)")
+    threads: int | None = Field(1, ge=1, description="torch intra-op threads during the run (tiny models: 1 is "
+                                                    "fastest; restored afterwards)")
 
 
 # --------------------------------------------------------------------------------------------- tasks & models
@@ -146,89 +139,30 @@ def ridge_for(task: Task) -> Ridge:
 
 # --------------------------------------------------------------------------------------------- training
 
-def _progress(enabled: bool, label: str, total: int, start: int) -> Progress:
-    prog = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True),
-                    disable=not enabled, transient=False)
-    prog.add_task(label, total=total, completed=start, info="")
-    return prog
+def train_config(cfg: EBTSystem2Config, seed_name: str, is_ebt: bool) -> TrainConfig:
+    """The TrainConfig of one model: the run's ``train`` with n_points = n_context + n_queries, the task's own
+    data seed (so the EBT and its twin see identical batches) and, for the EBT, the alpha lr multiplier."""
+    return cfg.train.model_copy(update={
+        "n_points": cfg.n_context + cfg.train.n_queries, "device": cfg.device,
+        "seed": derive_seed(cfg.seed, "train", seed_name) % (2**31),
+        "lr_multipliers": {"alpha_raw": cfg.ebt_train.alpha_lr_mult} if is_ebt and cfg.ebt.alpha_learnable else {}})
 
 
 def fit(model: EBT | EBTFeedForward, task: Task, cfg: EBTSystem2Config, out: Path, seed_name: str,
         resume: bool = False, progress: bool = True) -> dict[str, float]:
-    """Train ``model`` on batches (B, N+Q) from ``task``; checkpoints + metrics.jsonl in ``out``; returns stats.
+    """Train ``model`` on batches (B, N+Q) from ``task`` through ``mesaopt.train.train``; returns stats.
 
     The data stream depends only on (seed, ``seed_name``), so an EBT and its twin see identical batches.
-    EBT batches mix fresh contexts with replay-buffer contexts started from their earlier final predictions.
-    ``resume`` continues from ``out/ckpt`` (the replay buffer restarts empty; all other state is restored).
+    EBT batches mix fresh contexts with replay-buffer contexts started from their earlier final predictions
+    (``EBTLoss``). ``resume`` continues from ``out/ckpt`` bit for bit (the replay buffer is checkpointed).
     """
-    fc = cfg.fit
     is_ebt = isinstance(model, EBT)
-    n, q = cfg.n_context, fc.n_queries
-    alpha = [p for name, p in model.named_parameters() if name == "alpha_raw" and p.requires_grad]
-    rest = [p for name, p in model.named_parameters() if name != "alpha_raw" and p.requires_grad]
-    groups = [{"params": rest, "lr": fc.lr}] + ([{"params": alpha, "lr": fc.lr * fc.alpha_lr_mult}] if alpha else [])
-    base_lrs = [g["lr"] for g in groups]
-    opt = torch.optim.AdamW(groups, lr=fc.lr, weight_decay=fc.weight_decay)
-    data_gen = generator(cfg.seed, "train", seed_name)
-    noise_gen = generator(cfg.seed, "ebt-noise", seed_name)
-    gens = {"data": data_gen, "noise": noise_gen}
-    start, spent = 0, 0.0
-    if find_checkpoint(out, repair=True) is not None:
-        _, st = read_state(out)
-        if st["step"] >= fc.steps:  # finished earlier: reuse the trained weights
-            load_checkpoint(out, model)
-            model.eval()
-            return {"train_s": float(st.get("extra", {}).get("train_s", 0.0)), "step": float(st["step"])}
-        if not resume:
-            raise ConfigError(f"'{out}' holds a checkpoint at step {st['step']}; resume it (--resume) "
-                              f"or use a fresh --out folder")
-        state = load_checkpoint(out, model, opt, generators=gens)
-        start, spent = int(state["step"]), float(state.get("extra", {}).get("train_s", 0.0))
-    buffer = ReplayBuffer(fc.replay_size) if is_ebt and fc.replay_fraction > 0 else None
-    n_replay = int(round(fc.batch_size * fc.replay_fraction)) if buffer is not None else 0
-    t0 = time.perf_counter()
-    model.train()
-    with _progress(progress, f"{seed_name}", fc.steps, start) as prog:
-        for t in range(start, fc.steps):
-            f = lr_factor(fc.schedule, t, fc.steps, fc.warmup_steps, fc.min_lr_ratio)
-            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = lr * f
-            cx, cy, qx, qy = task.sample(fc.batch_size, n + q, data_gen).split(n)
-            rec: dict[str, float] = {"step": t + 1}
-            if is_ebt:
-                init = None
-                if buffer is not None and len(buffer) >= n_replay > 0:
-                    rcx, rcy, rqx, rqy, ry = buffer.sample(n_replay, noise_gen)
-                    keep = fc.batch_size - n_replay
-                    fresh = model.initial_guess((keep, q), cx, None, noise_gen)
-                    cx, cy = torch.cat([cx[:keep], rcx]), torch.cat([cy[:keep], rcy])
-                    qx, qy = torch.cat([qx[:keep], rqx]), torch.cat([qy[:keep], rqy])
-                    init = torch.cat([fresh, ry])
-                loss, info = model.loss(cx, cy, qx, qy, init=init, generator=noise_gen)
-                if buffer is not None:
-                    buffer.add(cx, cy, qx, qy, info["final"])
-                rec.update(first_mse=float(info["first_mse"]), final_mse=float(info["final_mse"]),
-                           alpha=float(model.alpha.detach()))
-            else:
-                loss = F.mse_loss(model(cx, cy, qx), qy)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            params = rest + alpha
-            gnorm = torch.nn.utils.clip_grad_norm_(params, fc.grad_clip if fc.grad_clip else math.inf)
-            if not (torch.isfinite(loss) and torch.isfinite(gnorm)):
-                raise TrainingDiverged(f"{seed_name}: loss or gradient became non-finite at step {t + 1}")
-            opt.step()
-            if (t + 1) % fc.log_every == 0 or t + 1 == fc.steps:
-                rec.update(loss=float(loss.detach()), grad_norm=float(gnorm), lr=fc.lr * f)
-                append_jsonl(out / "metrics.jsonl", rec)
-                prog.update(prog.task_ids[0], info=f"loss {float(loss.detach()):.4f}")
-            prog.advance(prog.task_ids[0])
-            if (fc.ckpt_every and (t + 1) % fc.ckpt_every == 0) or t + 1 == fc.steps:
-                save_checkpoint(out, model, t + 1, opt, task=task, generators=gens,
-                                extra={"train_s": spent + time.perf_counter() - t0, "fit": fc.model_dump(mode="json")})
+    hook = (EBTLoss(cfg.train.n_queries, cfg.ebt_train.replay_fraction, cfg.ebt_train.replay_size)
+            if is_ebt else None)
+    res = train(model, task, train_config(cfg, seed_name, is_ebt), out=out, resume=resume, progress=progress,
+                loss_hook=hook)
     model.eval()
-    return {"train_s": spent + time.perf_counter() - t0, "step": float(fc.steps)}
+    return {"train_s": res.wall_s, "step": float(res.step)}
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -357,8 +291,8 @@ def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict
         for kind, color in (("ebt", plotting.PALETTE["model"]), ("ff", plotting.PALETTE["gd"])):
             p = ctx.out / name / kind / "metrics.jsonl"
             if p.is_file():
-                hist = read_jsonl(p)
                 key = "final_mse" if kind == "ebt" else "loss"
+                hist = [r for r in read_jsonl(p) if key in r]
                 ax.plot([r["step"] for r in hist], [r[key] for r in hist], color=color,
                         label="EBT (final step)" if kind == "ebt" else "feed-forward")
         ax.set_yscale("log")
@@ -373,23 +307,14 @@ def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict
 
 @register("ebt-system2", "Energy-based transformer: error vs inference steps, self-verification, ID vs OOD",
           config=EBTSystem2Config,
-          quick={"fit.steps": 40, "fit.batch_size": 16, "fit.n_queries": 4, "fit.warmup_steps": 5,
-                 "fit.ckpt_every": 0, "fit.log_every": 5, "model.dim": 16, "model.heads": 2, "ebt.steps": 2,
+          quick={"train.steps": 40, "train.batch_size": 16, "train.n_queries": 4, "train.warmup_steps": 5,
+                 "train.ckpt_every": 0, "train.log_every": 5, "model.dim": 16, "model.heads": 2, "ebt.steps": 2,
                  "ebt.rand_steps": 1, "eval_batch_size": 32, "eval_queries": 4, "n_samples": 4,
                  "analysis_batch_size": 16, "d": 3, "n_context": 8, "ood_n_context": 16, "relu_hidden": 16})
 def run(cfg: EBTSystem2Config, ctx: RunContext) -> dict[str, float]:
     """Train EBT + feed-forward twin per task, evaluate error vs steps ID/OOD, self-verification, GD/ridge match."""
     if cfg.device != "cpu":
         raise ConfigError(f"device must be 'cpu' for ebt-system2 (CPU-sized models), got {cfg.device!r}")
-    prev = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(prev)
-
-
-def _run(cfg: EBTSystem2Config, ctx: RunContext) -> dict[str, float]:
     m: dict[str, float] = {}
     evals: dict[str, dict] = {}
     analysis = None
