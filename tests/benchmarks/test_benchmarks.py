@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from benchmarks import __main__ as bench_main
 from benchmarks.common import compare, count_flops
-from benchmarks.time_to_curve import _Stages, fit_extrapolation
+from benchmarks.time_to_curve import fit_extrapolation
 from mesaopt.tasks import LinearRegression
 from mesaopt.train.checkpoint import load_model
 
@@ -44,16 +43,18 @@ def test_default_set_reports_ratios(report):
         assert (out / name).stat().st_size > 0
 
 
-def test_time_to_curve_quick(tmp_path):
+def test_time_to_curve_quick_is_a_garg_d20_run(tmp_path):
     assert bench_main.main(["time-to-curve", "--quick", "--no-plot", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results-quick.json").read_text())["results"]["time-to-curve"]
-    lines = (tmp_path / "time_to_curve-quick.jsonl").read_text().splitlines()
-    assert len(lines) == len(res["trajectory"]) >= 1
-    assert res["steps"] >= 1 and math.isfinite(res["final_err_at"])
-    assert len(res["final_curve_fresh"]) == 9
-    assert res["final_err_at_fresh"] == pytest.approx(res["final_curve_fresh"][8], abs=1e-5)
-    model, state = load_model(res["model"])  # the final weights are saved (safetensors) and rebuild the GPT
-    assert state["step"] == res["steps"] and state["extra"]["recipe"]["gate"]["threshold"] == 100.0
+    run = tmp_path / "garg-d20-seed0-quick"
+    results = json.loads((run / "results.json").read_text())
+    assert res["run"] == str(run) and results["experiment"] == "garg-d20"
+    assert res["steps"] == results["metrics"]["steps"] >= 1
+    assert res["final_err_at_fresh"] == results["metrics"]["err_at_8"]
+    evals = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines() if "stop_err" in s]
+    assert [r["err_at"] for r in res["trajectory"]] == [r["stop_err"] for r in evals]
+    model, state = load_model(run)  # the run folder keeps the weights (safetensors) and rebuilds the GPT
+    assert state["step"] == res["steps"]
     b = LinearRegression(d=4).sample(8, 9, torch.Generator().manual_seed(0))
     assert model.prefix(b.xs, b.ys).shape == (8, 9)
 
@@ -77,75 +78,16 @@ def test_count_flops_and_compare():
     assert set(secs) == {"x", "y"} and all(s > 0 for s in secs.values())
 
 
-def _recipe(**kw):
-    return {"dims": {"start": 2, "end": 4, "inc": 1, "interval": 3},
-            "curriculum_points": {"start": 5, "end": 9, "inc": 2, "interval": 3}, "warmup": 2, **kw}
+def test_time_to_curve_stops_on_the_target_and_resumes(tmp_path, capsys):
+    from benchmarks.time_to_curve import run
 
-
-def test_fixed_stages_follow_the_ramps_and_schedule():
-    st = _Stages(_recipe(decay={"steps": 4, "min_ratio": 0.1}), d=4, points=9)
-    assert [st.at(s) for s in (1, 3, 4, 7, 100)] == [(2, 5), (2, 5), (3, 7), (4, 9), (4, 9)]
-    assert not st.full(6) and st.full(7)
-    assert [st.lr_factor(s) for s in (1, 2, 3)] == [0.5, 1.0, 1.0]
-    assert st.lr_factor(7) == pytest.approx(1.0) and st.lr_factor(9) == pytest.approx(0.55)
-    assert st.lr_factor(11) == pytest.approx(0.1) and st.lr_factor(50) == pytest.approx(0.1)
-
-
-def test_gated_stages_advance_only_when_the_late_prefix_error_is_low():
-    st = _Stages(_recipe(gate={"threshold": 0.5, "min_steps": 2, "ema": 0.0}), d=4, points=9)
-    high, low = torch.full((8, 5), 10.0), torch.zeros(8, 5)
-    low[:, :3] = 100.0  # early prefixes (< 1.5 dims examples) do not count
-    for step in range(1, 6):
-        st.observe(step, high, 2)
-    assert st.at(6) == (2, 5) and not st.full(6)
-    st.observe(6, low, 2)
-    assert st.at(7) == (3, 7) and not st.full(7)
-    low7 = torch.zeros(8, 7)
-    low7[:, :4] = 100.0
-    st.observe(7, low7, 3)
-    assert st.at(8) == (3, 7)  # min_steps: a new stage runs at least 2 steps
-    st.observe(8, low7, 3)
-    assert st.at(9) == (4, 9) and st.full(9) and not st.full(8)
-
-
-def test_time_to_curve_stops_only_after_the_fresh_check(tmp_path):
-    from benchmarks.time_to_curve import QUICK, run
-
-    res = run(out=tmp_path, target=100.0, plot=True, recipe=QUICK)
-    assert (tmp_path / "time_to_curve.png").stat().st_size > 0  # trajectory + eval-batch and fresh curves
-    lines = [json.loads(s) for s in (tmp_path / "time_to_curve.jsonl").read_text().splitlines()]
-    assert res["reached"] and res["time_to_target_s"] == lines[-1]["wall_s"]
-    assert lines[-1]["full_curriculum"] and lines[-1]["err_at_fresh"] <= 100.0
-    assert all("err_at_fresh" not in r for r in lines[:-1])  # checked only once the eval batch is below target
-    model, state = load_model(res["model"])
-    assert state["optimizer"]["class"] == "AdamW" and state["extra"]["stage"]["full_step"] is not None
-
-
-def test_time_to_curve_resume_gives_the_same_numbers(tmp_path):
-    from benchmarks.time_to_curve import QUICK, run
-
-    rc = {**QUICK, "max_steps": 9}
-    full = run(out=tmp_path / "a", target=0.0, plot=False, recipe=rc)  # target 0: never reached, runs 9 steps
-    cut = run(out=tmp_path / "b", target=0.0, plot=False, recipe={**rc, "max_steps": 6})  # the "killed" run
-    assert cut["steps"] == 6 and cut["resumed_at_step"] is None
-    res = run(out=tmp_path / "b", target=0.0, plot=False, recipe=rc, resume=True)
-    assert res["resumed_at_step"] == 6 and res["steps"] == 9
-    assert [r["err_at"] for r in res["trajectory"]] == [r["err_at"] for r in full["trajectory"]]
-    assert res["final_curve_fresh"] == full["final_curve_fresh"]
-    lines = [json.loads(s) for s in (tmp_path / "b" / "time_to_curve.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == [3, 6, 9]
-    a, _ = load_model(tmp_path / "a" / "time_to_curve_model")
-    b, _ = load_model(tmp_path / "b" / "time_to_curve_model")
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
-
-
-def test_time_to_curve_resume_refuses_another_recipe(tmp_path, capsys):
-    from benchmarks.time_to_curve import QUICK, run
-
-    run(out=tmp_path, target=0.0, plot=False, recipe={**QUICK, "max_steps": 3})
-    with pytest.raises(ValueError, match=r"different recipe \(fields \['seed'\]\)"):
-        run(out=tmp_path, target=0.0, plot=False, recipe=QUICK, seed=5, resume=True)
-    args = ["time-to-curve", "--quick", "--no-plot", "--out", str(tmp_path)]
-    assert bench_main.main(args) == 0
-    code = bench_main.main([*args, "--seed", "5", "--resume"])
-    assert code == 2 and "different recipe" in capsys.readouterr().err
+    res = run(quick=True, out=tmp_path / "a", target=100.0, plot=True)
+    assert res["reached"] and res["steps_to_target"] == res["steps"]
+    assert (tmp_path / "a" / "garg-d20-seed0-quick" / "trajectory.png").stat().st_size > 0
+    last = res["trajectory"][-1]
+    assert last["full_curriculum"] and last["err_at_fresh"] <= 100.0
+    assert all(r["err_at_fresh"] is None for r in res["trajectory"][:-1])  # checked once the eval batch passes
+    cut = run(quick=True, out=tmp_path / "b", target=0.0 + 1e-9, max_steps=9, plot=False)
+    assert cut["steps"] == 9 and not cut["reached"]
+    args = ["time-to-curve", "--quick", "--no-plot", "--out", str(tmp_path / "c"), "--resume"]
+    assert bench_main.main(args) == 2 and "resume" in capsys.readouterr().err
