@@ -1,0 +1,167 @@
+"""Documented numbers rendered from stored runs: ``docs/results/NAME/*.json`` -> markdown tables in the docs.
+
+Every reproduction the docs quote keeps its ``results.json`` files (one per seed, with the ``provenance`` block)
+under ``docs/results/NAME/``. ``render(name)`` turns them into a markdown table: one row per quantity, the mean
+and a 95 % Student-t interval over the stored seeds (or the single value), the seeds used and the source line
+(commit, command, date). A docs page holds the rendered table between ``<!-- report:NAME -->`` and
+``<!-- /report:NAME -->``; ``check()`` lists every block that differs from what the stored files render (so a
+number edited by hand, or a stored run replaced without re-rendering, fails CI) and ``write()`` re-renders them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mesaopt.errors import ConfigError
+
+DEFAULT_RESULTS = Path("docs") / "results"
+BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One quantity of a table: a label and a metric key (or a function of the metrics dict), printed with fmt."""
+
+    label: str
+    key: str | Callable[[dict[str, float]], float]
+    fmt: str = "{:.4g}"
+
+    def value(self, metrics: dict[str, float]) -> float:
+        """The quantity for one run's metrics (NaN if the key is missing or null)."""
+        if callable(self.key):
+            return float(self.key(metrics))
+        v = metrics.get(self.key)
+        return math.nan if v is None else float(v)
+
+
+def _ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
+    return lambda m: m[a] / m[b]
+
+
+TABLES: dict[str, list[Row]] = {
+    "vonoswald-gd": [Row("trained LSA loss (½·MSE)", "lsa_loss", "{:.6f}"),
+                     Row("one GD step loss", "gd_loss", "{:.6f}"),
+                     Row("loss ratio LSA / GD", _ratio("lsa_loss", "gd_loss"), "{:.5f}"),
+                     Row("sensitivity cosine", "sens_cos", "{:.5f}"), Row("mean |pred. difference|", "pred_diff"),
+                     Row("GD's optimal lr", "gd_lr", "{:.4f}"),
+                     Row("construction error", "construction_err", "{:.2g}")],
+    "mahankali-optimal": [Row("learned lr", "lr_learned", "{:.4f}"), Row("optimal lr (closed form)", "lr_optimal",
+                                                                        "{:.4f}"),
+                          Row("trained LSA loss", "lsa_loss", "{:.5f}"),
+                          Row("optimal one-step GD loss", "optimal_gd_loss", "{:.5f}")],
+    "svm-implicit-bias": [Row("corr(W, W_svm) (Frobenius)", "corr_W_fro", "{:.4f}"),
+                          Row("corr(KQᵀ, nuclear SVM)", "corr_KQ_nuc", "{:.4f}")],
+    "garg-d20": [Row("normalised error at N = 10", "err_at_10"), Row("normalised error at N = 20", "err_at_20"),
+                 Row("normalised error at N = 40", "err_at_40"), Row("least squares at N = 40", "ols_err_at_40"),
+                 Row("steps to the target", "steps_to_target", "{:.0f}"),
+                 Row("wall seconds to the target", "wall_s_to_target", "{:.0f}"),
+                 Row("curriculum complete at step", "curriculum_complete_step", "{:.0f}")],
+}
+
+
+def load_runs(name: str, root: str | Path = DEFAULT_RESULTS) -> list[dict]:
+    """Every stored results.json object of ``name`` (``root/name/*.json``), sorted by seed then file name."""
+    folder = Path(root) / name
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise ConfigError(f"no stored results for {name!r}: expected JSON files in '{folder}'")
+    runs = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"stored result '{f}' is not valid JSON: {e}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            raise ConfigError(f"stored result '{f}' lacks a metrics object (not a results.json)")
+        runs.append(data)
+    return sorted(runs, key=lambda r: (r.get("seed", 0), r.get("experiment", "")))
+
+
+def interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the Student-t ``level`` interval) of ``values``; half-width NaN for one value."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def _cell(values: list[float], fmt: str) -> str:
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return "—"
+    mean, half = interval(vals)
+    if len(vals) == 1:
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {fmt.format(half)} (range {fmt.format(min(vals))}–{fmt.format(max(vals))})"
+
+
+def _source(runs: list[dict], name: str) -> str:
+    prov = [r.get("provenance") or {} for r in runs]
+    commits = sorted({str(p.get("commit"))[:10] for p in prov if p.get("commit")})
+    dates = sorted({str(p.get("finished_utc", ""))[:10] for p in prov if p.get("finished_utc")})
+    cmd = next((p.get("command") for p in prov if p.get("command")), None)
+    parts = [f"`docs/results/{name}/` ({len(runs)} run{'s' if len(runs) != 1 else ''})"]
+    if commits:
+        parts.append("commit " + ", ".join(f"`{c}`" for c in commits))
+    if dates:
+        parts.append("finished " + (dates[0] if len(dates) == 1 else f"{dates[0]}–{dates[-1]}"))
+    if cmd:
+        parts.append(f"command `{cmd}`")
+    return "Source: " + "; ".join(parts) + "."
+
+
+def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
+    """The markdown table of ``name`` from its stored runs: quantity | value (mean ± 95 % interval over seeds)."""
+    if name not in TABLES:
+        raise ConfigError(f"no report table for {name!r}; tables: {', '.join(sorted(TABLES))}")
+    runs = load_runs(name, root)
+    seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
+    head = "value" if len(runs) == 1 else f"mean ± 95 % interval over {len(runs)} runs (seeds {seeds})"
+    lines = [f"| quantity | {head} |", "|---|---|"]
+    for row in TABLES[name]:
+        lines.append(f"| {row.label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt)} |")
+    return "\n".join(lines) + "\n\n" + _source(runs, name) + "\n"
+
+
+def _pages(docs: str | Path) -> list[Path]:
+    d = Path(docs)
+    pages = sorted(d.rglob("*.md"))
+    readme = d.parent / "README.md"
+    return pages + ([readme] if readme.is_file() else [])
+
+
+def check(docs: str | Path = "docs", root: str | Path | None = None) -> list[str]:
+    """One line per report block in ``docs`` (and the README beside it) that differs from its rendering."""
+    root = Path(root) if root is not None else Path(docs) / "results"
+    problems = []
+    for page in _pages(docs):
+        for m in BLOCK.finditer(page.read_text(encoding="utf-8")):
+            want = render(m["name"], root)
+            if m["body"] != want:
+                problems.append(f"{page}: the {m['name']} table differs from docs/results/{m['name']} "
+                                f"(run `mesaopt report --write`)")
+    return problems
+
+
+def write(docs: str | Path = "docs", root: str | Path | None = None) -> list[Path]:
+    """Re-render every report block in ``docs`` (and the README); returns the pages that changed."""
+    from mesaopt.io import atomic_write_text
+
+    root = Path(root) if root is not None else Path(docs) / "results"
+    changed = []
+    for page in _pages(docs):
+        text = page.read_text(encoding="utf-8")
+        new = BLOCK.sub(lambda m: m.group(1) + render(m["name"], root) + m.group(4), text)
+        if new != text:
+            atomic_write_text(page, new)
+            changed.append(page)
+    return changed

@@ -1,0 +1,60 @@
+"""mesaopt.report: tables rendered from stored results, intervals against hand-computed values, drift detection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mesaopt import report
+from mesaopt.errors import ConfigError
+
+
+def _store(root, name, seed, **metrics):
+    (root / name).mkdir(parents=True, exist_ok=True)
+    data = {"experiment": name, "seed": seed, "metrics": metrics,
+            "provenance": {"commit": "abcdef0123456789", "command": f"mesaopt run {name} --set seed={seed}",
+                           "finished_utc": "2026-11-29T12:00:00+00:00"}}
+    (root / name / f"seed{seed}.json").write_text(json.dumps(data))
+
+
+def test_interval_matches_the_t_table():
+    mean, half = report.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652729911275 / 3 ** 0.5, rel=1e-9)  # t_{0.975, 2}
+    assert report.interval([5.0])[1] != report.interval([5.0])[1]  # NaN for one value
+
+
+def test_render_check_and_write_round_trip(tmp_path):
+    docs = tmp_path / "docs"
+    root = docs / "results"
+    for s, (a, b) in enumerate([(0.8, 0.64), (0.6, 0.64), (0.7, 0.64)]):
+        _store(root, "mahankali-optimal", s, lr_learned=a, lr_optimal=b, lsa_loss=1.0, optimal_gd_loss=1.0)
+    table = report.render("mahankali-optimal", root)
+    assert "| learned lr | 0.7000 ± 0.2484 (range 0.6000–0.8000) |" in table  # sd 0.1, t 4.3027, n 3
+    assert "seeds [0, 1, 2]" in table and "`abcdef0123`" in table and "2026-11-29" in table
+    page = docs / "experiments" / "m.md"
+    page.parent.mkdir(parents=True)
+    page.write_text("intro\n<!-- report:mahankali-optimal -->\nstale\n<!-- /report:mahankali-optimal -->\nend\n")
+    assert len(report.check(docs)) == 1
+    assert report.write(docs) == [page]
+    assert report.check(docs) == [] and page.read_text().endswith("<!-- /report:mahankali-optimal -->\nend\n")
+    page.write_text(page.read_text().replace("0.7000", "0.7001"))  # a number edited by hand
+    assert report.check(docs) and "mahankali-optimal" in report.check(docs)[0]
+
+
+def test_missing_or_bad_inputs_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no stored results"):
+        report.render("mahankali-optimal", tmp_path)
+    with pytest.raises(ConfigError, match="no report table"):
+        report.render("nope", tmp_path)
+    (tmp_path / "svm-implicit-bias").mkdir()
+    (tmp_path / "svm-implicit-bias" / "x.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        report.render("svm-implicit-bias", tmp_path)
+
+
+def test_docs_tables_equal_their_stored_results():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    assert report.check(docs) == []
