@@ -92,3 +92,21 @@ def test_read_results_contract(tmp_path):
     full = {k: 0 for k in ("experiment", "version", "seed", "config", "metrics", "wall_s", "artifacts")}
     atomic_write_json(tmp_path / "results.json", full)
     assert results_complete(tmp_path)
+
+
+def test_results_contract_lives_in_io_and_is_reexported(tmp_path):
+    from mesaopt.experiments import Results as ExpResults
+    from mesaopt.experiments.base import CONFIG_FILE, Results, list_artifacts
+    from mesaopt.io import CONFIG_FILE as IO_CONFIG_FILE
+    from mesaopt.io import RESULTS_KEYS
+    from mesaopt.io import Results as IoResults
+    from mesaopt.io import list_artifacts as io_list_artifacts
+
+    assert Results is IoResults is ExpResults and list_artifacts is io_list_artifacts
+    assert CONFIG_FILE == IO_CONFIG_FILE == "config.yaml"
+    (tmp_path / "fig.png").write_bytes(b"x")
+    (tmp_path / ".tmp").write_bytes(b"x")
+    res = IoResults("e", "0", 1, {}, {"m": float("nan")}, 0.5, io_list_artifacts(tmp_path), tmp_path)
+    atomic_write_json(tmp_path / "results.json", res.to_dict())
+    assert tuple(res.to_dict()) == RESULTS_KEYS and res.artifacts == ["fig.png"]
+    assert read_results(tmp_path)["metrics"] == {"m": None}

@@ -154,6 +154,54 @@ def _table_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
+def _load_run(path: Path, device: str = "cpu") -> tuple:
+    """(model, task, n_context) of a run/ckpt folder: the task spec and n_points are read from the checkpoint state."""
+    from mesaopt import tasks
+    from mesaopt.errors import CheckpointError, ConfigError
+    from mesaopt.train.checkpoint import load_model
+
+    model, state = load_model(path, device=device)
+    spec = state.get("task")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"checkpoint '{state.get('path', path)}' stores no task spec; identify/compare need one")
+    try:
+        task = tasks.build(spec)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot rebuild the task from the checkpoint spec: {' '.join(str(e).split())}") from None
+    train = state.get("train") if isinstance(state.get("train"), dict) else {}
+    n_points = train.get("n_points")
+    points = (train.get("curriculum") or {}).get("points") if isinstance(train.get("curriculum"), dict) else None
+    if isinstance(points, dict) and isinstance(points.get("end"), int):
+        n_points = points["end"]  # a points curriculum ends at this sequence length
+    if not isinstance(n_points, int) or n_points < 2:
+        raise CheckpointError(f"checkpoint train config has no usable n_points (got {n_points!r})")
+    return model, task, n_points - 1
+
+
+def _plot_compare(res, path: Path) -> list:
+    """Bar charts of the loss, pred_diff and sens_cos of every compared algorithm (a CompareResult); PNG + PDF."""
+    from mesaopt import plotting
+
+    plotting.paper_style()
+    import matplotlib.pyplot as plt
+
+    names = [r["algorithm"] for r in res.rows]
+    colors = [plotting.PALETTE.get(n, "#444444") for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 2.8))
+    axes[0].bar(names, [r["loss"] for r in res.rows], color=colors)
+    axes[0].axhline(res.meta["model_loss"], color=plotting.PALETTE["model"], ls="--", label="model")
+    axes[0].set_ylabel("loss (MSE)")
+    axes[0].legend()
+    axes[1].bar(names, [r["pred_diff"] for r in res.rows], color=colors)
+    axes[1].set_ylabel("pred_diff to model")
+    axes[2].bar(names, [r["sens_cos"] for r in res.rows], color=colors)
+    axes[2].set_ylabel("sens_cos with model")
+    axes[2].set_ylim(min(0.0, min(r["sens_cos"] for r in res.rows)), 1.02)
+    fig.tight_layout()
+    stem = Path(path)
+    return plotting.save_figure(fig, stem.with_suffix("") if stem.suffix.lower() in (".png", ".pdf") else stem)
+
+
 @app.command("identify")
 def identify_cmd(
     ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
@@ -170,7 +218,7 @@ def identify_cmd(
     """Which algorithm does each layer run? Best-matching algorithm + fitted hyper-parameters per layer."""
     from mesaopt.analysis import identify as idf
 
-    model, task, n_context = idf.load_run(ckpt_dir)
+    model, task, n_context = _load_run(ckpt_dir)
     fams = [f.strip() for f in families.split(",") if f.strip()]
     kw = dict(families=fams, batch_size=batch_size, seed=seed, max_gd_steps=max_gd_steps,
               max_newton_iters=max_newton_iters, readout=readout, probe_batch_size=probe_batch_size)
@@ -206,10 +254,10 @@ def compare_cmd(
     """Pairwise metrics (loss, pred_diff, sens_cos, err_cos) between a trained model and reference algorithms."""
     from mesaopt.analysis import identify as idf
 
-    model, task, n_context = idf.load_run(ckpt_dir)
+    model, task, n_context = _load_run(ckpt_dir)
     res = idf.compare(model, task, n_context, algorithms=algorithms.split(","), batch_size=batch_size, seed=seed)
     if plot is not None:
-        idf.plot_compare(res, plot)
+        _plot_compare(res, plot)
     if json_:
         sys.stdout.write(res.to_json() + "\n")
         return

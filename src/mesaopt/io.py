@@ -1,4 +1,9 @@
-"""Atomic writes (temp file + rename), the results.json contract and safe YAML loading."""
+"""Atomic writes (temp file + rename), the results.json contract (``Results``) and safe YAML loading.
+
+The run-folder layout lives here so every layer that writes a run (``experiments``, ``train.job``) shares it
+without importing ``experiments``: ``config.yaml`` (``CONFIG_FILE``), ``results.json`` (``RESULTS_FILE``, the
+``Results`` object) and the list of artifacts (``list_artifacts``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,7 @@ from mesaopt.errors import CheckpointError, ConfigError
 
 RESULTS_FILE = "results.json"
 RESULTS_KEYS = ("experiment", "version", "seed", "config", "metrics", "wall_s", "artifacts")
+CONFIG_FILE = "config.yaml"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -135,3 +142,37 @@ def results_complete(out: str | os.PathLike) -> bool:
     except CheckpointError:
         return False
     return True
+
+
+@dataclass
+class Results:
+    """The results.json contract: experiment, version, seed, config, metrics, wall_s, artifacts."""
+
+    experiment: str
+    version: str
+    seed: int
+    config: dict
+    metrics: dict[str, float]
+    wall_s: float
+    artifacts: list[str]
+    out: Path
+
+    def to_dict(self) -> dict:
+        """The JSON object written to results.json (and printed by ``--json``): the keys of ``RESULTS_KEYS``."""
+        return {"experiment": self.experiment, "version": self.version, "seed": self.seed,
+                "config": self.config, "metrics": self.metrics, "wall_s": self.wall_s,
+                "artifacts": self.artifacts}
+
+    def to_json(self) -> str:
+        """results.json as a string."""
+        return to_json(self.to_dict())
+
+
+def list_artifacts(out: str | os.PathLike) -> list[str]:
+    """Relative paths of every file in the run folder except results.json and temp files."""
+    out = Path(out)
+    files = []
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and p.name != RESULTS_FILE and not p.name.startswith("."):
+            files.append(p.relative_to(out).as_posix())
+    return files

@@ -167,3 +167,15 @@ def test_gd_plus_plus_equals_algorithms_gdpp(steps):
     ref = GDPlusPlus(steps=steps, lr=0.5, gamma=0.4)(cx, cy, qx)
     got = gd_plus_plus(5, steps=steps, lr=0.5, gamma=0.4, dtype=F64)(cx, cy, qx)
     assert _rel(got, ref) <= 1e-5
+
+
+def test_gd_plus_plus_per_step_equals_algorithms_gdpp_per_step():
+    """The construction and the one GD++ implementation (``gdpp_trajectory``) agree with per-step (lr, gamma)."""
+    from mesaopt.algorithms import GDPlusPlus
+
+    cx, cy, qx = _data(4, 9, seed=3)
+    lrs, gammas = [0.5, 0.3, 0.7], [0.4, -0.2, 0.0]
+    ref = _np_gdpp(cx.numpy(), cy.numpy(), qx.numpy(), lrs, gammas)
+    got = GDPlusPlus(steps=3, lr=lrs, gamma=gammas)(cx, cy, qx)
+    np.testing.assert_allclose(got.numpy(), ref[-1], rtol=1e-9, atol=1e-10)
+    assert _rel(gd_plus_plus(4, steps=3, lr=lrs, gamma=gammas, dtype=F64)(cx, cy, qx), got) <= 1e-5

@@ -54,15 +54,28 @@ def gd_trajectory(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, steps: int,
     return torch.stack(traj, dim=1)
 
 
-def gdpp_trajectory(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, steps: int, lr: float,
-                    gamma: float) -> torch.Tensor:
+def _per_step(name: str, value: float | torch.Tensor, steps: int) -> list:
+    """One value per step: a float repeated, or the entries of a (steps,) tensor (kept as 0-d tensors for autograd)."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        if value.shape != (steps,):
+            raise ShapeError(f"{name} must be a number or a ({steps},) tensor, got shape {tuple(value.shape)}")
+        return list(value.unbind(0))
+    return [value] * steps
+
+
+def gdpp_trajectory(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, steps: int, lr: float | torch.Tensor,
+                    gamma: float | torch.Tensor) -> torch.Tensor:
     """GD++ effective weights after 0..steps layers, in the original x coordinates -> (B, steps+1, d).
 
-    Layer k (all from the layer's input, as one attention layer): delta_k = (lr/n) X_k^T r_k,
-    r_{k+1} = r_k - X_k delta_k (residual targets, r_0 = y), x <- T_k x with T_k = I - gamma X_k^T X_k / n for
+    The one implementation of GD++ (``GDPlusPlus``, ``analysis.families.gdpp_predictions`` and the fits of
+    ``vonoswald-deep`` call it). x (B, N, d) zero-padded contexts, y (B, N), counts n (B,); ``lr`` and ``gamma``
+    are numbers or per-step (steps,) tensors (differentiable: autograd flows into them).
+    Layer k (all from the layer's input, as one attention layer): delta_k = (lr_k/n) X_k^T r_k,
+    r_{k+1} = r_k - X_k delta_k (residual targets, r_0 = y), x <- T_k x with T_k = I - gamma_k X_k^T X_k / n for
     every context and query input. The query prediction after K layers is sum_k (A_k x_q)^T delta_k with
     A_k = T_{k-1} ... T_0, i.e. x_q^T w_K with w_K = sum_k A_k^T delta_k (returned).
     """
+    lrs, gammas = _per_step("lr", lr, steps), _per_step("gamma", gamma, steps)
     b, _, d = x.shape
     inv_n = (1.0 / n.clamp_min(1.0))[:, None, None]
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
@@ -70,15 +83,16 @@ def gdpp_trajectory(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, steps: in
     xk, r = x, y
     w = x.new_zeros(b, d)
     traj = [w]
-    for _ in range(steps):
+    for k in range(steps):
         xkt = xk.transpose(1, 2)
-        delta = _bmv(xkt, r) * inv_n[:, :, 0] * lr
+        delta = _bmv(xkt, r) * inv_n[:, :, 0] * lrs[k]
         w = w + _bmv(a.transpose(1, 2), delta)
-        r = r - _bmv(xk, delta)
-        t = eye - gamma * (xkt @ xk) * inv_n
-        xk = xk @ t.transpose(1, 2)
-        a = t @ a
         traj.append(w)
+        if k + 1 < steps:  # the last layer's input transform reaches no prediction
+            r = r - _bmv(xk, delta)
+            t = eye - gammas[k] * (xkt @ xk) * inv_n
+            xk = xk @ t.transpose(1, 2)
+            a = t @ a
     return torch.stack(traj, dim=1)
 
 
@@ -95,6 +109,16 @@ def _check_gamma(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
         return float(value)
     raise ConfigError(f"gamma must be a finite number, got {value!r}")
+
+
+def _check_per_step(name: str, value: Any, steps: int) -> float | list[float]:
+    """A finite number, or a list of ``steps`` finite numbers (one per GD++ layer)."""
+    if isinstance(value, (list, tuple)) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 1):
+        vals = [float(v) for v in value]
+        if len(vals) != steps or not all(math.isfinite(v) for v in vals):
+            raise ConfigError(f"{name} must be a finite number or {steps} finite numbers (one per step), got {value!r}")
+        return vals
+    return _check_lr(value, allow_optimal=False) if name == "lr" else _check_gamma(value)
 
 
 class IterativeLinear(LinearAlgorithm):
@@ -260,21 +284,25 @@ class GDPlusPlus(IterativeLinear):
     targets r (r_0 = y) and moves r <- r - X delta, and at the same time transforms every input, context and
     query, x <- (I - gamma * X^T X / N) x. The paper writes x_j <- x_j - gamma_paper * sum_i x_i x_i^T x_j,
     so ``gamma = N * gamma_paper``. gamma = 0 is exactly GD. ``fit``/``trajectory`` return the equivalent
-    weights in the original coordinates (prediction after k layers = x_q^T w_k).
+    weights in the original coordinates (prediction after k layers = x_q^T w_k). ``lr`` and ``gamma`` are one
+    number for every layer or a list with one number per layer (``identify``'s per-layer fits).
     """
 
     kind: ClassVar[str] = "gd_plus_plus"
 
-    def __init__(self, steps: int = 1, lr: float = 1.0, gamma: float = 0.0) -> None:
+    def __init__(self, steps: int = 1, lr: float | list[float] = 1.0, gamma: float | list[float] = 0.0) -> None:
         self.steps = check_int("steps", steps, 0)
-        self.lr = _check_lr(lr, allow_optimal=False)
-        self.gamma = _check_gamma(gamma)
+        self.lr = _check_per_step("lr", lr, self.steps)
+        self.gamma = _check_per_step("gamma", gamma, self.steps)
 
     def hparams(self) -> dict:
         return {"steps": self.steps, "lr": self.lr, "gamma": self.gamma}
 
     def _trajectory_masked(self, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        return gdpp_trajectory(x, y, n, self.steps, self.lr, self.gamma)
+        def per_step(v: float | list[float]) -> float | torch.Tensor:
+            return torch.tensor(v, dtype=x.dtype, device=x.device) if isinstance(v, list) else v
+
+        return gdpp_trajectory(x, y, n, self.steps, per_step(self.lr), per_step(self.gamma))
 
     @classmethod
     def fit_hparams(cls, task, steps: int, n_context: int, generator: torch.Generator, batch_size: int = 4096,

@@ -16,9 +16,18 @@ from rich.console import Console
 import mesaopt
 from mesaopt.config import StrictModel, build_config
 from mesaopt.errors import CheckpointError, ConfigError
-from mesaopt.io import RESULTS_FILE, atomic_write_json, atomic_write_text, load_yaml, to_json
+from mesaopt.io import (  # Results, CONFIG_FILE and list_artifacts are re-exported: they used to live here
+    CONFIG_FILE,
+    RESULTS_FILE,
+    Results,
+    atomic_write_json,
+    atomic_write_text,
+    list_artifacts,
+    load_yaml,
+)
 
-CONFIG_FILE = "config.yaml"
+__all__ = ["CONFIG_FILE", "RESULTS_FILE", "Experiment", "ExperimentConfig", "REGISTRY", "Results", "RunContext",
+           "default_out", "get", "list_artifacts", "make_config", "names", "register", "run"]
 
 
 class ExperimentConfig(StrictModel):
@@ -55,30 +64,6 @@ class Experiment:
     config_cls: type[ExperimentConfig]
     fn: Callable[[Any, RunContext], dict[str, float]]
     quick: dict[str, Any]
-
-
-@dataclass
-class Results:
-    """The results.json contract: experiment, version, seed, config, metrics, wall_s, artifacts."""
-
-    experiment: str
-    version: str
-    seed: int
-    config: dict
-    metrics: dict[str, float]
-    wall_s: float
-    artifacts: list[str]
-    out: Path
-
-    def to_dict(self) -> dict:
-        """The JSON object written to results.json (and printed by ``--json``)."""
-        return {"experiment": self.experiment, "version": self.version, "seed": self.seed,
-                "config": self.config, "metrics": self.metrics, "wall_s": self.wall_s,
-                "artifacts": self.artifacts}
-
-    def to_json(self) -> str:
-        """results.json as a string."""
-        return to_json(self.to_dict())
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -139,15 +124,6 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, config_path:
 def default_out(name: str) -> Path:
     """runs/NAME-<timestamp>/ under the current directory."""
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def list_artifacts(out: Path) -> list[str]:
-    """Relative paths of every file in the run folder except results.json and temp files."""
-    files = []
-    for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != RESULTS_FILE and not p.name.startswith("."):
-            files.append(p.relative_to(out).as_posix())
-    return files
 
 
 def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | None = None,

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from mesaopt import plotting
 from mesaopt.algorithms import OLS
 from mesaopt.analysis import probes
-from mesaopt.analysis.identify import gd_predictions, newton_predictions
+from mesaopt.analysis.families import gd_predictions, newton_predictions
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
 from mesaopt.io import read_jsonl
 from mesaopt.models.gpt import GPT

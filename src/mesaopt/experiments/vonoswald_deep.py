@@ -10,7 +10,7 @@ Metrics per K (all losses 1/2 * MSE on one held-out batch shared by all learners
 best-matching of the two algorithms (named by ``best_is_gdpp_k{K}`` = 1 for GD++, 0 for GD; both are also
 reported as ``sens_cos_gd_k{K}``, ``sens_cos_gdpp_k{K}``, ...); ``construction_loss_k{K}``: loss of the GD++
 construction (``constructions.gd_plus_plus``) with per-layer (lr, gamma) fitted to the trained model's predictions
-(``analysis.identify.fit_gdpp``); ``projected_loss_k{K}``: loss of the construction nearest to the trained weights
+(``analysis.families.fit_gdpp``); ``projected_loss_k{K}``: loss of the construction nearest to the trained weights
 (``projected_hparams``: per layer c = mean diag W_KQ[x,x], lr = -c W_PV[y,y], gamma = -c mean diag W_PV[x,x],
 kept at the trained scale: W_KQ = c I); ``interp_loss_k{K}``: loss of the model whose weights are the average of
 the trained ones and of that projected construction.
@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from mesaopt import constructions, plotting
 from mesaopt.algorithms import GD, GDPlusPlus
 from mesaopt.analysis import metrics
-from mesaopt.analysis.identify import fit_gdpp, gd_predictions, sq_diff
+from mesaopt.analysis.families import fit_gdpp, gd_predictions, sq_diff
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
 from mesaopt.io import read_jsonl
 from mesaopt.models import LSA

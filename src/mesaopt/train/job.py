@@ -13,8 +13,15 @@ import yaml
 import mesaopt
 from mesaopt.config import build_config, set_dotted
 from mesaopt.errors import CheckpointError, ConfigError
-from mesaopt.experiments.base import CONFIG_FILE, Results, list_artifacts
-from mesaopt.io import RESULTS_FILE, atomic_write_json, atomic_write_text, load_yaml
+from mesaopt.io import (
+    CONFIG_FILE,
+    RESULTS_FILE,
+    Results,
+    atomic_write_json,
+    atomic_write_text,
+    list_artifacts,
+    load_yaml,
+)
 from mesaopt.train.checkpoint import find_checkpoint
 from mesaopt.train.config import TrainJob
 from mesaopt.train.loop import TrainResult, train
