@@ -106,6 +106,8 @@ def test_transformer_ratios_recomputed_from_independent_baselines(run):
     tr = np.asarray(curves["dense"]["transformer"])
     assert tr[10] == pytest.approx(m["transformer_err_at_10"], rel=1e-9)
     assert m["transformer_over_ols_at_10"] == pytest.approx(m["transformer_err_at_10"] / ols_err(10), rel=0.15)
+    # ... and exactly the ratio to the OLS baseline (checked against its closed form above), not to another one
+    assert m["transformer_over_ols_at_10"] == pytest.approx(m["transformer_err_at_10"] / m["ols_err_at_10"], rel=1e-9)
     lo = math.ceil(D / 2)
     ratio = np.array([tr[n] / averaging_err(n) for n in range(lo, T)])
     assert m["max_transformer_over_averaging"] == pytest.approx(ratio.max(), rel=0.12)
