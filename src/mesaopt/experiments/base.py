@@ -184,8 +184,8 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
     from mesaopt.rundir import FolderSwap, as_out_path, check_device, config_diff, ensure_writable_dir, utc_now
 
     started = utc_now()
-    exp = get(name)
     out = as_out_path(out)
+    exp = get(name)
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR pointing at the run to continue")
