@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mesaopt.config import format_validation_error, parse_assignments
 from mesaopt.errors import MesaoptError, TrainingDiverged
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -177,6 +175,7 @@ def run_cmd(
 ) -> None:
     """Run an experiment and write results.json, figures and checkpoints to its run folder."""
     from mesaopt import experiments
+    from mesaopt.config import parse_assignments
 
     overrides = parse_assignments(set_)
     res = experiments.run(name, overrides=overrides, out=out, quick=quick, config_path=config,
@@ -196,6 +195,7 @@ def train_cmd(
                                    "run has started)"),
 ) -> None:
     """Train any model on any task; writes config.yaml, metrics.jsonl, ckpt/ and results.json."""
+    from mesaopt.config import parse_assignments
     from mesaopt.errors import ConfigError
     from mesaopt.train.job import make_job, run_job
 
@@ -233,6 +233,7 @@ def sweep_cmd(
 ) -> None:
     """Run an experiment over a grid; finished trials are skipped; writes OUT/sweep.parquet."""
     from mesaopt import sweeps
+    from mesaopt.config import parse_assignments
     from mesaopt.errors import ConfigError
     from mesaopt.rundir import as_out_path
 
@@ -407,10 +408,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), EXIT_DIVERGED)
     except MesaoptError as e:
         _fail(str(e), EXIT_BAD_INPUT)
-    except ValidationError as e:
-        _fail(format_validation_error(e), EXIT_BAD_INPUT)
-    except (RuntimeError, MemoryError) as e:
-        if not _is_oom(e):
+    except Exception as e:  # pydantic is imported lazily, so its ValidationError is matched by name
+        if type(e).__name__ == "ValidationError" and type(e).__module__.startswith("pydantic"):
+            from mesaopt.config import format_validation_error
+
+            _fail(format_validation_error(e), EXIT_BAD_INPUT)
+        if not (isinstance(e, RuntimeError | MemoryError) and _is_oom(e)):
             raise
         _fail("out of memory: the batches do not fit; lower the batch-size fields with --set, e.g. "
               "train.batch_size, train.eval_batch_size, eval_batch_size (see `mesaopt config NAME`)", EXIT_BAD_INPUT)
