@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from mesaopt.rundir import set_command
 
-    set_command(shlex.join(["mesaopt", *(sys.argv[1:] if argv is None else argv)]))
+    args = list(sys.argv[1:] if argv is None else argv)
+    set_command(shlex.join(["mesaopt", *args]))
     try:
         rc = app(args=argv, prog_name="mesaopt", standalone_mode=False)
         if rc == 130:  # typer turns Ctrl-C inside a command into a returned exit code 130
@@ -415,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
             _fail(format_validation_error(e), EXIT_BAD_INPUT)
         if not (isinstance(e, RuntimeError | MemoryError) and _is_oom(e)):
             raise
+        if args and args[0] in ("identify", "compare"):
+            _fail("out of memory: the batches do not fit; lower --batch-size (and --probe-batch-size)", EXIT_BAD_INPUT)
         _fail("out of memory: the batches do not fit; lower the batch-size fields with --set, e.g. "
               "train.batch_size, train.eval_batch_size, eval_batch_size (see `mesaopt config NAME`)", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
