@@ -179,3 +179,10 @@ def test_other_runtime_errors_are_not_hidden(tmp_path, monkeypatch):
     monkeypatch.setattr(identify, "load_run", bug)
     with pytest.raises(RuntimeError, match="a genuine bug"):
         main(["identify", str(tmp_path)])
+
+
+def test_overwrite_refuses_the_current_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "config.yaml").write_text("experiment: vonoswald-gd\n")
+    monkeypatch.chdir(tmp_path)
+    _assert_bad_input(*_cli(["run", "vonoswald-gd", "--out", ".", "--overwrite"], capsys), "current directory")
+    assert (tmp_path / "config.yaml").is_file()

@@ -79,6 +79,10 @@ class FolderSwap:
     def begin(self) -> None:
         if not self.out.exists():
             return
+        here, target = Path.cwd().resolve(), self.out.resolve()
+        if target == here or target in here.parents or target == Path(target.anchor):
+            raise ConfigError(f"--overwrite would replace '{self.out}', which holds the current directory; "
+                              f"give the run folder itself")
         self.old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
         if self.old.exists():
             shutil.rmtree(self.old)
