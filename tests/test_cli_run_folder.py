@@ -186,3 +186,34 @@ def test_overwrite_refuses_the_current_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _assert_bad_input(*_cli(["run", "vonoswald-gd", "--out", ".", "--overwrite"], capsys), "current directory")
     assert (tmp_path / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_with_resume(tmp_path):
+    """The headline case: `mesaopt run X --set seed=3 --out D` killed, then the same command + --resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "vo"
+    argv = [sys.executable, "-m", "mesaopt", "run", "vonoswald-gd", *TINY, "--set", "train.steps=3000",
+            "--set", "train.ckpt_every=20", "--set", "train.eval_every=20", "--set", "seed=3", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "ckpt" / "state.json").is_file():
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    step = json.loads((out / "ckpt" / "state.json").read_text())["step"]
+    assert 0 < step < 3000 and not (out / "results.json").exists()
+    r = subprocess.run([*argv, "--resume", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["metrics"]["train_steps"] == 3000 and res["config"]["seed"] == 3
+    assert res["provenance"]["command"].endswith("--resume --json")
