@@ -6,4 +6,4 @@ Run ``python -m benchmarks`` (all default benchmarks, JSON on stdout) or ``pytho
 
 from __future__ import annotations
 
-BENCHMARKS = ("peaks", "lsa", "algorithms", "gpt")
+BENCHMARKS = ("peaks", "lsa", "algorithms", "gpt", "startup")

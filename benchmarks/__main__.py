@@ -1,6 +1,6 @@
 """``python -m benchmarks [NAME ...] [--quick] [--out DIR] [--threads N]``: run benchmarks, print one JSON object.
 
-Default: peaks, lsa, algorithms, gpt (``make bench``; <= 15 min on 2 idle cores). ``time-to-curve`` is the long
+Default: peaks, lsa, algorithms, gpt, startup (``make bench``; <= 15 min on 2 idle cores). ``time-to-curve`` is the long
 GPT training run and only runs when named:
 ``python -m benchmarks time-to-curve [--threads 1] [--seed S] [--max-steps N] [--resume]`` (the garg-d20
 experiment, timed). Results go to ``--out`` (default ``runs/bench``, outside the source tree: stored results that
@@ -18,7 +18,8 @@ import time
 from benchmarks import BENCHMARKS
 from benchmarks.common import machine, matmul_peaks, out_dir, set_threads
 
-MODULES = {"peaks": "peaks", "lsa": "lsa", "algorithms": "algorithms", "gpt": "gpt", "time-to-curve": "time_to_curve"}
+MODULES = {"peaks": "peaks", "lsa": "lsa", "algorithms": "algorithms", "gpt": "gpt", "time-to-curve": "time_to_curve",
+           "startup": "startup"}
 
 
 def main(argv: list[str] | None = None) -> int:

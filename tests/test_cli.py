@@ -90,9 +90,11 @@ def test_quick_run_json_contract(tmp_path, capsys):
     main(["run", "vonoswald-gd", "--quick", "--json", "--out", str(tmp_path / "r")])
     out = capsys.readouterr().out
     res = json.loads(out)
-    assert set(res) == {"experiment", "version", "seed", "config", "metrics", "wall_s", "artifacts"}
+    assert set(res) == {"experiment", "version", "seed", "config", "metrics", "wall_s", "artifacts", "provenance",
+                        "out"}
     for k in ("lsa_loss", "gd_loss", "gd_lr", "pred_diff", "sens_cos", "construction_err"):
         assert k in res["metrics"]
+    assert res.pop("out") == str(tmp_path / "r")
     assert json.loads((tmp_path / "r" / "results.json").read_text()) == res
     for fig in ("loss", "alignment", "weights", "gd_lr_scan"):
         assert f"{fig}.png" in res["artifacts"] and f"{fig}.pdf" in res["artifacts"]

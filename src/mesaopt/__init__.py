@@ -6,19 +6,23 @@ import importlib
 
 __version__ = "0.1.0"
 
-from mesaopt import tasks  # noqa: E402
 from mesaopt.errors import ConfigError, MesaoptError, ShapeError  # noqa: E402
-from mesaopt.learner import Learner  # noqa: E402
 
-_SUBPACKAGES = ("algorithms", "models", "constructions", "analysis", "train", "experiments", "svm", "sweeps",
-                "plotting", "io", "config", "seeding")
+# torch is imported on first use of a subpackage (``mesaopt.tasks``, ``mesaopt.Learner``, ...), not by
+# ``import mesaopt``: the CLI's --help and error paths stay fast
+_SUBPACKAGES = ("tasks", "algorithms", "models", "constructions", "analysis", "train", "experiments", "svm",
+                "sweeps", "plotting", "io", "config", "seeding")
 
 
 def __getattr__(name: str):
     """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ..."""
     if name in _SUBPACKAGES:
         return importlib.import_module(f"mesaopt.{name}")
+    if name == "Learner":
+        from mesaopt.learner import Learner
+
+        return Learner
     raise AttributeError(f"module 'mesaopt' has no attribute {name!r}")
 
 
-__all__ = ["tasks", "Learner", "MesaoptError", "ConfigError", "ShapeError", "__version__", *_SUBPACKAGES]
+__all__ = ["Learner", "MesaoptError", "ConfigError", "ShapeError", "__version__", *_SUBPACKAGES]

@@ -1,7 +1,11 @@
 """The ``mesaopt`` command line: a thin typer shell over the Python API.
 
-Bad input (unknown experiment, bad --set key or value, unreadable YAML, missing folder, ...) prints one
-line ``error: ...`` on stderr and exits with code 2; training divergence exits with code 3.
+Bad input (unknown experiment, bad --set key or value, unreadable YAML, missing folder, unusable --out,
+corrupt checkpoint, out of memory at start, ...) prints one line ``error: ...`` on stderr and exits with
+code 2; training divergence exits with code 3. See docs/cli.md.
+
+torch, matplotlib, cvxpy and ray are imported inside the commands that need them, so ``--help`` and
+the error paths start in well under a second.
 """
 
 from __future__ import annotations
@@ -10,14 +14,13 @@ import sys
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mesaopt.config import format_validation_error, parse_assignments
 from mesaopt.errors import MesaoptError, TrainingDiverged
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="mesaopt: which algorithm is this transformer running in context?")
 err_console = Console(stderr=True)
 
@@ -35,10 +38,32 @@ def metrics_table(title: str, metrics: dict[str, float]) -> Table:
     return table
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        import mesaopt
+
+        sys.stdout.write(f"mesaopt {mesaopt.__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="print the mesaopt version and exit")) -> None:
+    """mesaopt: which algorithm is this transformer running in context?"""
+
+
 def _print_results(title: str, res, json_: bool) -> None:
-    """results.json on stdout (``--json``) or a metrics table and the results path."""
+    """results.json (+ the run folder as ``out``) on stdout (``--json``) or a metrics table and the results path."""
     if json_:
-        sys.stdout.write(res.to_json() + "\n")
+        import json
+
+        from mesaopt.io import to_json
+
+        try:  # the file also holds the provenance record
+            data = json.loads((res.out / "results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = res.to_dict()
+        sys.stdout.write(to_json({**data, "out": str(res.out)}) + "\n")
         return
     console = Console()
     console.print(metrics_table(f"{title}  (wall {res.wall_s:.1f} s)", res.metrics))
@@ -46,10 +71,16 @@ def _print_results(title: str, res, json_: bool) -> None:
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(json_: bool = typer.Option(False, "--json", help="print [{name, description}, ...] as JSON")) -> None:
     """List the experiments with a one-line description."""
     from mesaopt import experiments
 
+    if json_:
+        import json
+
+        rows = [{"name": n, "description": experiments.get(n).description} for n in experiments.names()]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
     table = Table(show_header=True, header_style="bold")
     table.add_column("experiment")
     table.add_column("what it reproduces")
@@ -58,22 +89,97 @@ def list_cmd() -> None:
     Console().print(table)
 
 
+def _type_name(ann) -> str:
+    """A short readable name of a field annotation: int, float | None, Literal['adam', 'sgd'], ..."""
+    if isinstance(ann, type) and not getattr(ann, "__args__", None):
+        return ann.__name__
+    return str(ann).replace("typing.", "").replace("NoneType", "None")
+
+
+def _config_rows(model, prefix: str = "") -> list[tuple[str, str, object, str]]:
+    """(dotted name, type, value, description) of every field of a config, nested configs flattened."""
+    from pydantic import BaseModel
+
+    rows = []
+    dumped = model.model_dump(mode="json")
+    for fname, f in type(model).model_fields.items():
+        v = getattr(model, fname)
+        name = f"{prefix}{fname}"
+        if isinstance(v, BaseModel):
+            rows.extend(_config_rows(v, f"{name}."))
+        else:
+            rows.append((name, _type_name(f.annotation), dumped[fname], " ".join((f.description or "").split())))
+    return rows
+
+
+def _config_yaml(model, indent: int = 0) -> list[str]:
+    """YAML lines of a config with each field's description as a comment above it (loadable with -c)."""
+    import yaml
+    from pydantic import BaseModel
+
+    pad, lines = " " * indent, []
+    dumped = model.model_dump(mode="json")
+    for fname, f in type(model).model_fields.items():
+        v = getattr(model, fname)
+        desc = " ".join((f.description or "").split())
+        head = f"{pad}# {desc}" if desc else None
+        if isinstance(v, BaseModel):
+            lines.extend([*([head] if head else []), f"{pad}{fname}:", *_config_yaml(v, indent + 2)])
+            continue
+        val = dumped[fname]
+        if isinstance(val, list) and all(not isinstance(x, dict | list) for x in val):
+            text = f"{fname}: " + yaml.safe_dump(val, default_flow_style=True, width=10**6).strip()
+        else:
+            text = yaml.safe_dump({fname: val}, default_flow_style=False, sort_keys=False).rstrip("\n")
+        lines.extend([*([f"{head}  ({_type_name(f.annotation)})"] if head else []),
+                      *(pad + ln for ln in text.splitlines())])
+    return lines
+
+
+@app.command("config")
+def config_cmd(
+    name: str = typer.Argument(..., help="experiment name (see `mesaopt list`)"),
+    yaml_: bool = typer.Option(False, "--yaml", help="print a ready-to-edit YAML (use it with mesaopt run NAME -c)"),
+    quick: bool = typer.Option(False, "--quick", help="show the values --quick would use"),
+) -> None:
+    """Every config field of an experiment: dotted name, type, default and description."""
+    from mesaopt import experiments
+
+    cfg = experiments.make_config(name, quick=quick)
+    if yaml_:
+        header = [f"# config of `mesaopt run {name}`: edit, then `mesaopt run {name} -c this.yaml`",
+                  f"experiment: {name}"]
+        sys.stdout.write("\n".join(header + _config_yaml(cfg)) + "\n")
+        return
+    table = Table(title=f"{name} config ({'--quick' if quick else 'defaults'}; override with --set NAME=VALUE)",
+                  header_style="bold")
+    for col in ("field", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for fname, typ, value, desc in _config_rows(cfg):
+        table.add_row(fname, typ, repr(value) if isinstance(value, str) else str(value), desc)
+    _table_console().print(table)
+
+
 @app.command("run")
 def run_cmd(
     name: str = typer.Argument(..., help="experiment name (see `mesaopt list`)"),
     config: Path | None = typer.Option(None, "-c", "--config", help="YAML file of config fields"),
     set_: list[str] | None = typer.Option(None, "--set", help="override a field: key=value (repeatable)"),
-    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/NAME-<timestamp>)"),
+    out: str | None = typer.Option(None, "--out", help="run folder (default runs/NAME-<timestamp>)"),
     quick: bool = typer.Option(False, "--quick", help="shrink to a ~30 s smoke run"),
-    json_: bool = typer.Option(False, "--json", help="print results.json to stdout and nothing else"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    json_: bool = typer.Option(False, "--json", help="print results.json (+ out: the run folder) and nothing else"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint "
+                                "(repeating the original -c/--set/--quick is fine; they must match)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out (deleted once the new "
+                                   "run has started)"),
 ) -> None:
     """Run an experiment and write results.json, figures and checkpoints to its run folder."""
     from mesaopt import experiments
+    from mesaopt.config import parse_assignments
 
     overrides = parse_assignments(set_)
     res = experiments.run(name, overrides=overrides, out=out, quick=quick, config_path=config,
-                          resume=resume, progress=not json_)
+                          resume=resume, progress=not json_, overwrite=overwrite)
     _print_results(name, res, json_)
 
 
@@ -81,12 +187,15 @@ def run_cmd(
 def train_cmd(
     config: Path | None = typer.Option(None, "-c", "--config", help="YAML with model:, task: and train: sections"),
     set_: list[str] | None = typer.Option(None, "--set", help="override: lr=1e-3, train.steps=500, model.d=5"),
-    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/train-<timestamp>)"),
-    resume: Path | None = typer.Option(None, "--resume", help="continue the run in this folder from its checkpoint"),
-    json_: bool = typer.Option(False, "--json", help="print results.json to stdout and nothing else"),
+    out: str | None = typer.Option(None, "--out", help="run folder (default runs/train-<timestamp>)"),
+    resume: str | None = typer.Option(None, "--resume", help="continue the run in this folder from its checkpoint"),
+    json_: bool = typer.Option(False, "--json", help="print results.json (+ out: the run folder) and nothing else"),
     device: str | None = typer.Option(None, "--device", help="torch device (cpu, cuda, ...); overrides train.device"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out (deleted once the new "
+                                   "run has started)"),
 ) -> None:
     """Train any model on any task; writes config.yaml, metrics.jsonl, ckpt/ and results.json."""
+    from mesaopt.config import parse_assignments
     from mesaopt.errors import ConfigError
     from mesaopt.train.job import make_job, run_job
 
@@ -95,12 +204,15 @@ def train_cmd(
             raise ConfigError("--resume continues the config saved in the run folder; drop -c/--set/--device")
         if out is not None and Path(out) != Path(resume):
             raise ConfigError("--resume DIR already names the run folder; drop --out")
-        res = run_job(None, out=resume, resume=True, progress=not json_)
+        res = run_job(None, out=resume, resume=True, progress=not json_, overwrite=overwrite)
     else:
         if config is None:
             raise ConfigError("mesaopt train needs -c cfg.yaml (with model:, task: and train: sections)")
+        from mesaopt.rundir import as_out_path
+
+        as_out_path(out)  # an empty --out fails before the job is built
         job = make_job(config, parse_assignments(set_), device=device)
-        res = run_job(job, out=out, progress=not json_)
+        res = run_job(job, out=out, progress=not json_, overwrite=overwrite)
     _print_results("train", res, json_)
 
 
@@ -116,13 +228,16 @@ def sweep_cmd(
     address: str | None = typer.Option(None, "--address", help="ray cluster address, e.g. auto or ray://head:10001"),
     max_parallel: int | None = typer.Option(None, "--max-parallel", help="trials at once (local default: cores)"),
     cpus_per_trial: float | None = typer.Option(None, "--cpus-per-trial", help="cores per trial (default 1)"),
-    out: Path | None = typer.Option(None, "--out", help="sweep folder (default runs/sweep-NAME-<hash>)"),
+    out: str | None = typer.Option(None, "--out", help="sweep folder (default runs/sweep-NAME-<hash>)"),
     json_: bool = typer.Option(False, "--json", help="print the sweep summary and rows as JSON, nothing else"),
 ) -> None:
     """Run an experiment over a grid; finished trials are skipped; writes OUT/sweep.parquet."""
     from mesaopt import sweeps
+    from mesaopt.config import parse_assignments
     from mesaopt.errors import ConfigError
+    from mesaopt.rundir import as_out_path
 
+    out = as_out_path(out)
     cli = {"grid": sweeps.parse_grid(grid), "set": parse_assignments(set_), "experiment": name,
            "config": str(config) if config else None, "quick": quick, "engine": engine, "address": address,
            "max_parallel": max_parallel, "cpus_per_trial": cpus_per_trial}
@@ -308,8 +423,21 @@ def _fail(msg: str, code: int) -> None:
     sys.exit(code)
 
 
+_OOM_MARKERS = ("out of memory", "DefaultCPUAllocator: can't allocate", "can't allocate memory")
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or any(m in str(e) for m in _OOM_MARKERS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the typer app, turning user errors into one line and an exit code."""
+    import shlex
+
+    from mesaopt.rundir import set_command
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    set_command(shlex.join(["mesaopt", *args]))
     try:
         rc = app(args=argv, prog_name="mesaopt", standalone_mode=False)
         if rc == 130:  # typer turns Ctrl-C inside a command into a returned exit code 130
@@ -329,8 +457,17 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), EXIT_DIVERGED)
     except MesaoptError as e:
         _fail(str(e), EXIT_BAD_INPUT)
-    except ValidationError as e:
-        _fail(format_validation_error(e), EXIT_BAD_INPUT)
+    except Exception as e:  # pydantic is imported lazily, so its ValidationError is matched by name
+        if type(e).__name__ == "ValidationError" and type(e).__module__.startswith("pydantic"):
+            from mesaopt.config import format_validation_error
+
+            _fail(format_validation_error(e), EXIT_BAD_INPUT)
+        if not (isinstance(e, RuntimeError | MemoryError) and _is_oom(e)):
+            raise
+        if args and args[0] in ("identify", "compare"):
+            _fail("out of memory: the batches do not fit; lower --batch-size (and --probe-batch-size)", EXIT_BAD_INPUT)
+        _fail("out of memory: the batches do not fit; lower the batch-size fields with --set, e.g. "
+              "train.batch_size, train.eval_batch_size, eval_batch_size (see `mesaopt config NAME`)", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         _fail("interrupted; finished checkpoints are kept (continue with --resume)", 130)
 

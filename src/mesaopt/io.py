@@ -24,12 +24,31 @@ RESULTS_KEYS = ("experiment", "version", "seed", "config", "metrics", "wall_s", 
 CONFIG_FILE = "config.yaml"
 
 
+def _umask() -> int:
+    """The process umask (read from /proc where possible: setting it to probe is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, then rename.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0o666 & ~umask, e.g. 0644), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

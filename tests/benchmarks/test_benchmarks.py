@@ -27,7 +27,8 @@ def report(tmp_path_factory):
 def test_default_set_reports_ratios(report):
     rep, out = report
     res = rep["results"]
-    assert set(res) == {"peaks", "lsa", "algorithms", "gpt"}
+    assert set(res) == {"peaks", "lsa", "algorithms", "gpt", "startup"}
+    assert res["startup"]["ratio_to_python"]["help"] > 1 and res["startup"]["median_s"]["python_pass"] > 0
     assert rep["machine"]["cores"] >= 1
     assert res["peaks"]["float32_gflops"] > 0 and res["peaks"]["bfloat16_gflops"] > 0
     assert all(r["speedup"] > 0 for r in res["algorithms"]["rows"].values())

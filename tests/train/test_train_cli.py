@@ -40,6 +40,7 @@ def test_train_json_writes_run_folder(tmp_path, capsys):
     assert res["experiment"] == "train" and res["seed"] == 0
     assert res["config"]["train"]["steps"] == 10 and res["config"]["model"]["init_scale"] == 0.2
     assert set(res["metrics"]) >= {"loss", "eval_loss", "steps"} and res["metrics"]["steps"] == 10
+    assert res.pop("out") == str(out)
     assert json.loads((out / "results.json").read_text()) == res
     assert {"config.yaml", "metrics.jsonl", "ckpt/model.safetensors", "ckpt/state.json"} <= set(res["artifacts"])
     model, state = load_model(out)

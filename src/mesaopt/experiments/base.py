@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field
 from rich.console import Console
 
@@ -80,6 +79,25 @@ def register(name: str, description: str, config: type[ExperimentConfig],
     return deco
 
 
+def _scan_names() -> set[str] | None:
+    """Experiment names registered by the modules of this package, read from their source (no imports).
+
+    None when a module registers a name that is not a string literal (then only importing tells).
+    """
+    import re
+
+    found: set[str] = set()
+    for p in Path(__file__).resolve().parent.glob("*.py"):
+        if p.name == "base.py" or p.name.startswith("_"):
+            continue
+        text = p.read_text(encoding="utf-8", errors="replace")
+        names = re.findall(r'@register\(\s*"([^"]+)"', text)
+        if text.count("@register(") != len(names):
+            return None
+        found.update(names)
+    return found
+
+
 def _discover() -> None:
     import importlib
     import pkgutil
@@ -99,6 +117,9 @@ def names() -> list[str]:
 
 def get(name: str) -> Experiment:
     """The experiment called ``name``; ConfigError lists the known names otherwise."""
+    scanned = None if name in REGISTRY else _scan_names()
+    if scanned is not None and name not in scanned:  # unknown: answer without importing torch & co.
+        raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(scanned | set(REGISTRY)))}")
     _discover()
     if name not in REGISTRY:
         raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
@@ -128,34 +149,63 @@ def default_out(name: str) -> Path:
 
 def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
         quick: bool = False, config_path: str | Path | None = None, resume: bool = False,
-        progress: bool = True, config: ExperimentConfig | None = None) -> Results:
-    """Run experiment ``name`` into ``out`` and write results.json; ``resume`` continues a killed run."""
+        progress: bool = True, config: ExperimentConfig | None = None, overwrite: bool = False) -> Results:
+    """Run experiment ``name`` into ``out`` and write results.json; ``resume`` continues a killed run.
+
+    With ``resume``, overrides / ``config_path`` / ``quick`` / ``config`` may repeat the original command; they
+    must give the saved config (ConfigError names the differing fields). ``overwrite`` replaces an existing
+    run folder (the old one is deleted only once the new run has passed its start-up checks). config.yaml is
+    written only after those checks (output folder writable, device available).
+    """
+    from mesaopt.rundir import FolderSwap, as_out_path, check_device, config_diff, ensure_writable_dir, utc_now
+
+    started = utc_now()
+    out = as_out_path(out)
     exp = get(name)
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out DIR pointing at the run to continue")
-        out = Path(out)
+        if overwrite:
+            raise ConfigError("--resume continues the run in --out and --overwrite replaces it; give only one")
         saved = out / CONFIG_FILE
         if not saved.is_file():
             raise CheckpointError(f"cannot resume: '{out}' has no {CONFIG_FILE} (not a mesaopt run folder)")
-        if overrides or config_path is not None:
-            raise ConfigError("--resume continues the config saved in the run folder; drop --set/-c")
         data = load_yaml(saved)
         if data.pop("experiment", name) != name:
             raise ConfigError(f"cannot resume: '{out}' holds a run of a different experiment, not {name!r}")
         cfg = build_config(exp.config_cls, data, where=f"saved config in {saved}")
+        if overrides or config_path is not None or quick or config is not None:
+            asked = config if config is not None else make_config(name, overrides, config_path, quick)
+            diff = config_diff(cfg.model_dump(mode="json"), asked.model_dump(mode="json"))
+            if diff:
+                more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+                raise ConfigError(f"cannot resume '{out}': the command's config differs from the saved one in "
+                                  f"{'; '.join(diff[:4])}{more}; repeat the original options, drop them, "
+                                  f"or start over with --overwrite")
     else:
         cfg = config if config is not None else make_config(name, overrides, config_path, quick)
-        out = Path(out) if out is not None else default_out(name)
+        out = out if out is not None else default_out(name)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' exists and is not a directory")
-    if not resume and (out / CONFIG_FILE).exists():
-        raise ConfigError(f"--out '{out}' already holds a run; continue it with --resume or choose a fresh --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if not resume and not overwrite and (out / CONFIG_FILE).exists():
+        raise ConfigError(f"--out '{out}' already holds a run; continue it with --resume, replace it with "
+                          f"--overwrite or choose a fresh --out")
+    import torch
     import yaml
 
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({"experiment": name, **cfg.model_dump(mode="json")},
-                                                        sort_keys=False))
+    check_device(cfg.device)
+    swap = FolderSwap(out)
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        ensure_writable_dir(out.parent)
+        swap.begin()
+    try:
+        ensure_writable_dir(out)
+        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({"experiment": name, **cfg.model_dump(mode="json")},
+                                                            sort_keys=False))
+    except BaseException:
+        swap.rollback()
+        raise
+    swap.commit()
     ctx = RunContext(out=out, resume=resume, progress=progress)
     torch.manual_seed(cfg.seed)
     threads_before = torch.get_num_threads()
@@ -170,5 +220,9 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
     results = Results(experiment=name, version=mesaopt.__version__, seed=cfg.seed,
                       config=cfg.model_dump(mode="json"), metrics={k: metrics[k] for k in sorted(metrics)},
                       wall_s=round(wall, 3), artifacts=list_artifacts(out), out=out)
-    atomic_write_json(out / RESULTS_FILE, results.to_dict())
+    from mesaopt.rundir import provenance
+
+    api_call = (f"mesaopt.experiments.run({name!r}, overrides={overrides!r}, out={str(out)!r}, quick={quick}, "
+                f"config_path={config_path!r}, resume={resume}, overwrite={overwrite})")
+    atomic_write_json(out / RESULTS_FILE, {**results.to_dict(), "provenance": provenance(started, api_call)})
     return results

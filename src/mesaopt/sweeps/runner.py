@@ -54,8 +54,10 @@ def run_sweep(spec: SweepSpec, out: str | Path | None = None, progress: bool = T
     t_start = time.perf_counter()
     trials = resolve_trials(spec)
     engine = make_engine(spec.engine, spec.address, spec.max_parallel, spec.cpus_per_trial)
-    out_dir = Path(out) if out is not None else Path(spec.out) if spec.out else default_out(spec, trials)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from mesaopt.rundir import as_out_path, ensure_writable_dir
+
+    out_dir = as_out_path(out) if out is not None else Path(spec.out) if spec.out else default_out(spec, trials)
+    ensure_writable_dir(out_dir)
     atomic_write_text(out_dir / SPEC_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     todo = [t for t in trials if not results_complete(t.dir(out_dir))]
     skipped = len(trials) - len(todo)

@@ -5,7 +5,12 @@ Layout of ``<run>/ckpt/`` (format_version 1)::
     model.safetensors       model.state_dict()
     optimizer.safetensors   every tensor of optimizer.state_dict()["state"], keyed "state.<param idx>.<name>"
     state.json              format_version, step, model spec, task spec, train config, RNG states (base64),
-                            scheduler state, optimizer param_groups + non-tensor state, extra (trainer counters)
+                            scheduler state, optimizer param_groups + non-tensor state, extra (trainer counters),
+                            sha256 {file name: hex digest} of every tensor file (verified on load)
+
+Integrity: every ``.safetensors`` file is hashed when written and checked against ``state.json["sha256"]``
+before it is read; a flipped byte or a truncated file raises CheckpointError naming the file. Checkpoints
+written before the hashes existed (no ``sha256`` key) load without the check.
 
 A checkpoint is written into ``ckpt.tmp/`` and swapped in with two renames (``ckpt`` -> ``ckpt.old``,
 ``ckpt.tmp`` -> ``ckpt``); ``state.json`` is written last, so a directory holding it is complete. A reader
@@ -15,6 +20,7 @@ that finds no ``ckpt/`` (a kill between the renames) uses the complete ``ckpt.tm
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -109,16 +115,41 @@ def _resolve(path: str | os.PathLike) -> Path:
     return found
 
 
-def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write the tensors atomically; returns the sha256 hex digest of the file's bytes."""
     data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, st_save(data, metadata={"format_version": str(FORMAT_VERSION)}))
+    raw = st_save(data, metadata={"format_version": str(FORMAT_VERSION)})
+    atomic_write_bytes(path, raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _expected_sha256(path: Path) -> str | None:
+    """The digest of ``path`` recorded in the state.json next to it (None: an old checkpoint without hashes)."""
+    try:
+        state = json.loads((path.parent / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    hashes = state.get("sha256") if isinstance(state, dict) else None
+    if not isinstance(hashes, dict):
+        return None
+    if path.name not in hashes:
+        raise CheckpointError(f"checkpoint file '{path}' is not listed in its {STATE_FILE} (mixed checkpoints?)")
+    return hashes[path.name]
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file '{path}' is missing")
+    expected = _expected_sha256(path)
     try:
-        return st_load(path.read_bytes())
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"checkpoint file '{path}' cannot be read: {e.strerror}") from None
+    if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+        raise CheckpointError(f"checkpoint file '{path}' is corrupt or truncated: its sha256 does not match "
+                              f"{STATE_FILE} ({len(raw)} bytes)")
+    try:
+        return st_load(raw)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint file '{path}' is corrupt or unreadable: {e}") from None
 
@@ -184,13 +215,14 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, step: int,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _write_safetensors(tmp / MODEL_FILE, model.state_dict())
+    hashes = {MODEL_FILE: _write_safetensors(tmp / MODEL_FILE, model.state_dict())}
     optim_meta = None
     if optimizer is not None:
         tensors, optim_meta = _split_optimizer(optimizer)
-        _write_safetensors(tmp / OPTIM_FILE, tensors)
+        hashes[OPTIM_FILE] = _write_safetensors(tmp / OPTIM_FILE, tensors)
     if extra_tensors:
-        _write_safetensors(tmp / EXTRA_FILE, {k: v.detach().contiguous() for k, v in extra_tensors.items()})
+        hashes[EXTRA_FILE] = _write_safetensors(tmp / EXTRA_FILE,
+                                                {k: v.detach().contiguous() for k, v in extra_tensors.items()})
     spec = model.spec() if hasattr(model, "spec") else None
     state = {
         "format_version": FORMAT_VERSION,
@@ -205,6 +237,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, step: int,
         "extra": extra or {},
         "mesaopt_version": mesaopt.__version__,
         "torch_version": torch.__version__,
+        "sha256": hashes,
     }
     atomic_write_json(tmp / STATE_FILE, state)  # written last: marks the directory complete
     _fsync_dir(tmp)

@@ -95,12 +95,21 @@ def default_out() -> Path:
 
 
 def run_job(job: TrainJob | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-            progress: bool = True) -> Results:
-    """Train ``job`` into ``out`` (config.yaml, metrics.jsonl, ckpt/, results.json); ``resume`` continues ``out``."""
+            progress: bool = True, overwrite: bool = False) -> Results:
+    """Train ``job`` into ``out`` (config.yaml, metrics.jsonl, ckpt/, results.json); ``resume`` continues ``out``.
+
+    ``overwrite`` replaces an existing run folder once the new run has passed its start-up checks (device,
+    writable folder); config.yaml is written only after those checks.
+    """
+    from mesaopt.rundir import FolderSwap, as_out_path, check_device, ensure_writable_dir, provenance, utc_now
+
+    started = utc_now()
+    out = as_out_path(out, "--resume" if resume else "--out")
     if resume:
         if out is None:
             raise ConfigError("resume needs the run folder to continue")
-        out = Path(out)
+        if overwrite:
+            raise ConfigError("--resume continues the run and --overwrite replaces it; give only one")
         if not out.is_dir():
             raise CheckpointError(f"cannot resume: run folder '{out}' does not exist")
         saved = out / CONFIG_FILE
@@ -112,17 +121,27 @@ def run_job(job: TrainJob | None = None, out: str | os.PathLike | None = None, r
     else:
         if job is None:
             raise ConfigError("run_job needs a TrainJob (or resume=True)")
-        out = Path(out) if out is not None else default_out()
+        out = out if out is not None else default_out()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' exists and is not a directory")
     model, task = build_job(job)
-    if not resume and out.is_dir() and find_checkpoint(out) is not None:  # before config.yaml is overwritten
-        raise ConfigError(f"'{out}' already holds a checkpoint; continue it with --resume {out} "
-                          f"or use a fresh --out")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({"experiment": EXPERIMENT, **job.model_dump(mode="json")},
-                                                            sort_keys=False))
+    if not resume and not overwrite and out.is_dir() and find_checkpoint(out) is not None:
+        raise ConfigError(f"'{out}' already holds a checkpoint; continue it with --resume {out}, replace it "
+                          f"with --overwrite or use a fresh --out")
+    check_device(job.train.device, "train.device")
+    swap = FolderSwap(out)
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        ensure_writable_dir(out.parent)
+        swap.begin()
+    try:
+        ensure_writable_dir(out)
+        if not resume:
+            atomic_write_text(out / CONFIG_FILE, yaml.safe_dump({"experiment": EXPERIMENT,
+                                                                 **job.model_dump(mode="json")}, sort_keys=False))
+    except BaseException:
+        swap.rollback()
+        raise
+    swap.commit()
     t0 = time.perf_counter()
     res: TrainResult = train(model, task, job.train, out=out, resume=resume, progress=progress)
     metrics = {k: float(v) for k, v in res.final.items()}
@@ -130,5 +149,6 @@ def run_job(job: TrainJob | None = None, out: str | os.PathLike | None = None, r
     results = Results(experiment=EXPERIMENT, version=mesaopt.__version__, seed=job.train.seed,
                       config=job.model_dump(mode="json"), metrics={k: metrics[k] for k in sorted(metrics)},
                       wall_s=round(time.perf_counter() - t0, 3), artifacts=list_artifacts(out), out=out)
-    atomic_write_json(out / RESULTS_FILE, results.to_dict())
+    api_call = f"mesaopt.train.job.run_job(out={str(out)!r}, resume={resume}, overwrite={overwrite})"
+    atomic_write_json(out / RESULTS_FILE, {**results.to_dict(), "provenance": provenance(started, api_call)})
     return results
