@@ -161,22 +161,22 @@ def test_out_of_memory_at_start_exit_2(tmp_path, monkeypatch, capsys):
 
 
 def test_out_of_memory_in_identify_names_its_batch_options(tmp_path, monkeypatch, capsys):
-    from mesaopt.analysis import identify
+    from mesaopt import cli
 
     def boom(path, device="cpu"):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB")
 
-    monkeypatch.setattr(identify, "load_run", boom)
+    monkeypatch.setattr(cli, "_load_run", boom)
     _assert_bad_input(*_cli(["identify", str(tmp_path)], capsys), "out of memory", "--batch-size")
 
 
 def test_other_runtime_errors_are_not_hidden(tmp_path, monkeypatch):
-    from mesaopt.analysis import identify
+    from mesaopt import cli
 
     def bug(path, device="cpu"):
         raise RuntimeError("a genuine bug")
 
-    monkeypatch.setattr(identify, "load_run", bug)
+    monkeypatch.setattr(cli, "_load_run", bug)
     with pytest.raises(RuntimeError, match="a genuine bug"):
         main(["identify", str(tmp_path)])
 
