@@ -112,7 +112,9 @@ def resolve_key(cls: type[BaseModel], key: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise ConfigError(f"key {key!r} is ambiguous; use one of {matches}")
-    raise ConfigError(f"unknown key {key!r}; allowed: {', '.join(paths)}")
+    near = [p for p in paths if p.split(".")[-1] == key.split(".")[-1]]  # e.g. train.seed -> seed
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    raise ConfigError(f"unknown key {key!r}{hint}; allowed: {', '.join(paths)}")
 
 
 def set_dotted(data: dict, path: str, value: Any) -> None:

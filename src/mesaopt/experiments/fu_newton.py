@@ -34,7 +34,8 @@ from mesaopt.io import read_jsonl
 from mesaopt.models.gpt import GPT
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
 __all__ = ["FuNewtonConfig", "err_cos_matrix", "ProbedLayers"]
 
@@ -43,14 +44,11 @@ __all__ = ["FuNewtonConfig", "err_cos_matrix", "ProbedLayers"]
 # of steps)
 _CURRICULUM = {"dims": {"start": 2, "end": 5, "inc": 1, "interval": 250},
                "points": {"start": 6, "end": 21, "inc": 3, "interval": 250}}
-_TRAIN_DEFAULTS = dict(steps=4000, batch_size=64, n_points=21, lr=2e-3, optimizer="adamw", weight_decay=0.0,
-                       schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
-                       eval_every=250, eval_batch_size=512, ckpt_every=500, loss="mse", objective="prefix",
-                       curriculum=_CURRICULUM)
-
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(**_TRAIN_DEFAULTS)
+FuNewtonTrain = train_settings(
+    "FuNewtonTrain", dict(steps=4000, batch_size=64, lr=2e-3, optimizer="adamw", weight_decay=0.0,
+                          schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
+                          eval_every=250, eval_batch_size=512, ckpt_every=500, loss="mse", objective="prefix",
+                          curriculum=_CURRICULUM))
 
 
 class FuNewtonConfig(ExperimentConfig):
@@ -70,7 +68,8 @@ class FuNewtonConfig(ExperimentConfig):
     n_lr: int = Field(25, ge=2, description="GD learning rates scanned per step count")
     probe_batch_size: int = Field(4096, ge=16, description="sequences used to fit the per-layer probes")
     eval_batch_size: int = Field(2048, ge=16, description="sequences in the evaluation batch")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: FuNewtonTrain = Field(default_factory=FuNewtonTrain,
+                                 description="training; seed, device and n_points = n_context + 1 come from above")
 
     @model_validator(mode="after")
     def _check(self) -> FuNewtonConfig:
@@ -165,7 +164,7 @@ def run(cfg: FuNewtonConfig, ctx: RunContext) -> dict[str, float]:
     task = LinearRegression(d=cfg.d, noise_std=0.0, x_dist="anisotropic", condition_number=cfg.condition_number)
     model = GPT(d=cfg.d, n_positions=n + 1, layers=cfg.layers, heads=cfg.heads, width=cfg.width,
                 seed=derive_seed(cfg.seed, "init") % (2**31))
-    tcfg = cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device, "n_points": n + 1})
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=n + 1)
     model = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress).model.cpu().eval()
 
     if cfg.readout == "probe":

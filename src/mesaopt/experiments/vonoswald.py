@@ -20,13 +20,14 @@ from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(steps=2000, batch_size=2048, n_points=11, lr=5e-3, weight_decay=0.0, optimizer="adam",
-                       schedule="cosine", min_lr_ratio=0.02, grad_clip=10.0, eval_every=100, eval_batch_size=4096,
-                       ckpt_every=500, loss="half_mse", objective="query")
+VonOswaldTrain = train_settings(
+    "VonOswaldTrain", dict(steps=2000, batch_size=2048, lr=5e-3, weight_decay=0.0, optimizer="adam",
+                           schedule="cosine", min_lr_ratio=0.02, grad_clip=10.0, eval_every=100,
+                           eval_batch_size=4096, ckpt_every=500, loss="half_mse", objective="query"))
 
 
 class VonOswaldGDConfig(ExperimentConfig):
@@ -40,7 +41,8 @@ class VonOswaldGDConfig(ExperimentConfig):
     init_std: float = Field(0.002, gt=0, description="std of the LSA's initial weights")
     eval_batch_size: int = Field(10000, ge=16, description="tasks in the final evaluation batch")
     lr_fit_batch_size: int = Field(10000, ge=16, description="tasks used to fit GD's optimal lr")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: VonOswaldTrain = Field(default_factory=VonOswaldTrain,
+                                  description="training; seed, device and n_points = n_context + 1 come from above")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; the LSA's (B, 11, 11) ops are fastest on one")
 
 
@@ -112,8 +114,6 @@ def _figures(ctx: RunContext, cfg: VonOswaldGDConfig, model: LSA, constr: LSA, g
                  "train.lr": 1e-2, "eval_batch_size": 4096, "lr_fit_batch_size": 4096})
 def run(cfg: VonOswaldGDConfig, ctx: RunContext) -> dict[str, float]:
     """Train the LSA, fit GD's lr, compare them and the exact construction; returns the metrics."""
-    if cfg.train.n_points != cfg.n_context + 1:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"n_points": cfg.n_context + 1})})
     task = LinearRegression(d=cfg.d, noise_std=cfg.noise_std, x_dist="uniform", input_range=cfg.input_range)
     n = cfg.n_context
 
@@ -133,8 +133,8 @@ def run(cfg: VonOswaldGDConfig, ctx: RunContext) -> dict[str, float]:
 
     model = LSA(d=cfg.d, layers=1, heads=cfg.heads, param="merged", init_std=cfg.init_std,
                 seed=derive_seed(cfg.seed, "init") % (2**31))
-    result = train(model, task, cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device}),
-                   out=ctx.out, resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=n + 1)
+    result = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
     model = result.model.cpu().eval()
 
     ev = task.sample(cfg.eval_batch_size, n + 1, generator(cfg.seed, "final-eval"))

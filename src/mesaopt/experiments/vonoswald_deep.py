@@ -35,19 +35,16 @@ from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
 __all__ = ["VonOswaldDeepConfig", "aligned_construction", "projected_hparams"]
 
 
-_TRAIN_DEFAULTS = dict(steps=2500, batch_size=512, n_points=11, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
-                       min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100, eval_batch_size=2048,
-                       ckpt_every=1000, loss="half_mse", objective="query")
-
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(**_TRAIN_DEFAULTS)
-
+VonOswaldDeepTrain = train_settings(
+    "VonOswaldDeepTrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
+                               min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100,
+                               eval_batch_size=2048, ckpt_every=1000, loss="half_mse", objective="query"))
 
 
 class VonOswaldDeepConfig(ExperimentConfig):
@@ -64,7 +61,9 @@ class VonOswaldDeepConfig(ExperimentConfig):
     interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
     deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
     deep_lr: float = Field(2e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at 1e-2 and 5e-3)")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: VonOswaldDeepTrain = Field(default_factory=VonOswaldDeepTrain,
+                                      description="training of every K; n_points = n_context + 1, seed derived "
+                                                  "from seed and K, lr capped at deep_lr for K >= deep_from")
 
     @field_validator("ks")
     @classmethod
@@ -146,9 +145,9 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
 
     model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
                 seed=derive_seed(cfg.seed, "init", k) % (2**31))
-    tcfg = cfg.train.model_copy(update={"seed": derive_seed(cfg.seed, "train", k) % (2**31), "device": cfg.device,
-                                        "n_points": n + 1,
-                                        "lr": min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr})
+    lr = min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr
+    tcfg = cfg.train.to_train(seed=derive_seed(cfg.seed, "train", k) % (2**31), device=cfg.device, n_points=n + 1,
+                              derived={"lr": lr})
     res = train(model, task, tcfg, out=ctx.path(f"k{k}"), resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
     model = res.model.cpu().eval()
 
