@@ -17,6 +17,7 @@ min-norm least-squares curve show its double-descent bump at N = d.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 from pydantic import Field, model_validator
@@ -32,7 +33,6 @@ from mesaopt.seeding import generator
 from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
-
 
 GargTrain = train_settings(
     "GargTrain", dict(steps=3500, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=0.0,

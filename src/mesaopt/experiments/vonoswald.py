@@ -23,7 +23,6 @@ from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
 
-
 VonOswaldTrain = train_settings(
     "VonOswaldTrain", dict(steps=2000, batch_size=2048, lr=5e-3, weight_decay=0.0, optimizer="adam",
                            schedule="cosine", min_lr_ratio=0.02, grad_clip=10.0, eval_every=100,
