@@ -93,3 +93,9 @@ def test_settings_validators_and_errors():
         train_settings("S3", {"seed": 1})
     with pytest.raises(TypeError):
         train_settings("S4", owned=("no_such_field",))
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n.startswith("svm-")])
+def test_svm_device_other_than_cpu_rejected(name):
+    with pytest.raises(ConfigError, match="device: the svm experiments run on the CPU only"):
+        make_config(name, overrides={"device": "cuda"})
