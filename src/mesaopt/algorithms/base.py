@@ -16,8 +16,9 @@ import torch
 
 from mesaopt.errors import ConfigError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
+from mesaopt.registry import Registry
 
-REGISTRY: dict[str, type[Algorithm]] = {}
+REGISTRY: Registry[type[Algorithm]] = Registry("algorithm kind must be one of {names}, got {name!r}")
 
 # Budget (number of float64 elements) of one chunk of the masked prefix expansion (B*T problems of size (T, d)).
 PREFIX_CHUNK_ELEMS = 1 << 23
@@ -25,27 +26,22 @@ PREFIX_CHUNK_ELEMS = 1 << 23
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:
     """Class decorator: make an algorithm buildable from ``{"kind": cls.kind, **hparams}``."""
-    REGISTRY[cls.kind] = cls
-    return cls
+    return REGISTRY.register(cls)
 
 
 def build(spec: dict) -> Algorithm:
     """Build an algorithm from ``{"kind": ..., **hparams}`` (e.g. ``{"kind": "gd", "steps": 3, "lr": 0.5}``)."""
     if not isinstance(spec, dict):
         raise ConfigError(f"algorithm spec must be a dict with a 'kind' key, got {type(spec).__name__}")
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind not in REGISTRY:
-        raise ConfigError(f"algorithm kind must be one of {sorted(REGISTRY)}, got {kind!r}")
     try:
-        return REGISTRY[kind](**spec)
+        return REGISTRY.build(spec)
     except TypeError as e:
-        raise ConfigError(f"bad hyper-parameters for algorithm {kind!r}: {e}") from None
+        raise ConfigError(f"bad hyper-parameters for algorithm {spec.get('kind')!r}: {e}") from None
 
 
 def kinds() -> list[str]:
     """Names of all algorithm kinds."""
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 # ---------------------------------------------------------------- hyper-parameter checks (one-line ConfigError)

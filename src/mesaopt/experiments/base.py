@@ -17,6 +17,7 @@ import mesaopt
 from mesaopt.config import StrictModel, build_config
 from mesaopt.errors import CheckpointError, ConfigError
 from mesaopt.io import RESULTS_FILE, atomic_write_json, atomic_write_text, load_yaml, to_json
+from mesaopt.registry import Registry
 
 CONFIG_FILE = "config.yaml"
 
@@ -81,7 +82,8 @@ class Results:
         return to_json(self.to_dict())
 
 
-REGISTRY: dict[str, Experiment] = {}
+REGISTRY: Registry[Experiment] = Registry("unknown experiment {name!r}; choose one of: {joined}",
+                                          "mesaopt.experiments")
 
 
 def register(name: str, description: str, config: type[ExperimentConfig],
@@ -89,35 +91,20 @@ def register(name: str, description: str, config: type[ExperimentConfig],
     """Decorator registering ``fn(cfg, ctx) -> metrics`` as experiment ``name``."""
 
     def deco(fn: Callable) -> Callable:
-        REGISTRY[name] = Experiment(name, description, config, fn, dict(quick or {}))
+        REGISTRY.add(name, Experiment(name, description, config, fn, dict(quick or {})))
         return fn
 
     return deco
 
 
-def _discover() -> None:
-    import importlib
-    import pkgutil
-
-    import mesaopt.experiments as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name != "base" and not m.name.startswith("_"):
-            importlib.import_module(f"mesaopt.experiments.{m.name}")
-
-
 def names() -> list[str]:
     """Sorted names of all registered experiments."""
-    _discover()
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 def get(name: str) -> Experiment:
     """The experiment called ``name``; ConfigError lists the known names otherwise."""
-    _discover()
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    return REGISTRY.get(name)
 
 
 def make_config(name: str, overrides: dict[str, Any] | None = None, config_path: str | Path | None = None,
