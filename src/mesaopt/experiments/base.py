@@ -18,6 +18,7 @@ from mesaopt.config import StrictModel, build_config
 from mesaopt.errors import CheckpointError, ConfigError
 from mesaopt.io import RESULTS_FILE, atomic_write_json, atomic_write_text, load_yaml, to_json
 from mesaopt.registry import Registry
+from mesaopt.runtime import threads
 
 CONFIG_FILE = "config.yaml"
 
@@ -169,14 +170,9 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
                                                         sort_keys=False))
     ctx = RunContext(out=out, resume=resume, progress=progress)
     torch.manual_seed(cfg.seed)
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    try:
+    with threads(cfg.threads):
         metrics = exp.fn(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
     results = Results(experiment=name, version=mesaopt.__version__, seed=cfg.seed,
                       config=cfg.model_dump(mode="json"), metrics={k: metrics[k] for k in sorted(metrics)},

@@ -78,29 +78,27 @@ def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
 
 def run_trial(trial_dir: str | Path, payload: dict[str, Any]) -> dict[str, Any]:
     """Run one trial here; return {"status": "ok"|"failed", "error", "wall_s", "results"}; never raises."""
-    import torch
-
     from mesaopt import experiments
     from mesaopt.config import build_config
+    from mesaopt.runtime import threads
 
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        threads = max(1, int(payload.get("threads") or 1))
-        torch.set_num_threads(threads)
         import_experiment(payload.get("source"))
         from mesaopt.experiments.base import REGISTRY
 
         name = payload["experiment"]
         exp = REGISTRY[name] if name in REGISTRY else experiments.get(name)
         cfg = build_config(exp.config_cls, payload["config"], where=f"trial config in {trial_dir}")
-        if _same_saved_config(trial_dir, exp, cfg):  # an earlier attempt was killed or failed: continue it
-            experiments.run(exp.name, out=trial_dir, resume=True, progress=False)
-        else:
-            (trial_dir / CONFIG_FILE).unlink(missing_ok=True)
-            experiments.run(exp.name, out=trial_dir, config=cfg, progress=False)
+        with threads(max(1, int(payload.get("threads") or 1))):
+            if _same_saved_config(trial_dir, exp, cfg):  # an earlier attempt was killed or failed: continue it
+                experiments.run(exp.name, out=trial_dir, resume=True, progress=False)
+            else:
+                (trial_dir / CONFIG_FILE).unlink(missing_ok=True)
+                experiments.run(exp.name, out=trial_dir, config=cfg, progress=False)
         return {"status": "ok", "error": None, "wall_s": time.perf_counter() - t0,
                 "results": read_results(trial_dir)}
     except KeyboardInterrupt:
