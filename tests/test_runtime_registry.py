@@ -44,3 +44,22 @@ def test_package_registries_discover_their_modules():
     assert tasks.build({"kind": "linear", "d": 3}).d == 3 and tasks.build({"d": 2}).d == 2
     with pytest.raises(ConfigError, match="task.kind must be one of"):
         tasks.build({"kind": "nope"})
+
+
+def test_loss_curve_axes_and_path(tmp_path):
+    import json
+
+    from mesaopt import plotting
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "eval_loss": 0.5},
+                                                   {"step": 4, "eval_loss": 0.25}]) + "\n")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    assert plotting.loss_curve(ax, p, ["eval_loss", "loss"]) is ax
+    (ev, tr) = ax.get_lines()
+    assert list(ev.get_xdata()) == [2, 4] and list(tr.get_ydata()) == [2.0, 1.0] and ax.get_yscale() == "log"
+    plt.close(fig)
+    plotting.loss_curve(tmp_path / "loss", p)
+    assert (tmp_path / "loss.png").is_file() and (tmp_path / "loss.pdf").is_file()

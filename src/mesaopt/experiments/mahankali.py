@@ -30,7 +30,6 @@ from pydantic import Field, field_validator
 from mesaopt import plotting
 from mesaopt.algorithms import GD
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
@@ -172,14 +171,9 @@ def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     fig.tight_layout()
     plotting.save_figure(fig, ctx.path("optimal_lr"))
 
-    hist = [r for r in read_jsonl(ctx.out / "metrics.jsonl") if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    ax.plot([r["step"] for r in hist], [r["eval_loss"] for r in hist], color=plotting.PALETTE["model"],
-            label="trained LSA")
+    plotting.loss_curve(ax, ctx.out / "metrics.jsonl", labels=["trained LSA"], ylabel="loss (1/2 MSE)")
     ax.axhline(main["optimal_gd_risk"], color=plotting.PALETTE["gd"], ls="--", label="optimal 1-step GD risk")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (1/2 MSE)")
     ax.legend()
     plotting.save_figure(fig, ctx.path("loss"))
 

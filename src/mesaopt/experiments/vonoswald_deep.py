@@ -31,7 +31,6 @@ from mesaopt.algorithms import GD, GDPlusPlus
 from mesaopt.analysis import metrics
 from mesaopt.analysis.identify import fit_gdpp, gd_predictions, sq_diff
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
@@ -180,7 +179,6 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
     out["interp_loss"] = float(np.interp(0.5, alphas, curve))
     out["_curve"] = curve
     out["_alphas"] = alphas.tolist()
-    out["_hist"] = [r for r in read_jsonl(ctx.out / f"k{k}" / "metrics.jsonl") if "eval_loss" in r]
     return out
 
 
@@ -204,13 +202,10 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     ax.legend()
     ax = axes[1]
     for i, k in enumerate(ks):
-        h = per_k[k]["_hist"]
         c = cmap(i / max(len(ks) - 1, 1))
-        ax.plot([r["step"] for r in h], [r["eval_loss"] for r in h], color=c, label=f"K={k}")
+        plotting.loss_curve(ax, ctx.out / f"k{k}" / "metrics.jsonl", labels=[f"K={k}"], colors=[c],
+                            ylabel="loss (1/2 MSE); dashed: GD++")
         ax.axhline(per_k[k]["gdpp_loss"], color=c, ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (1/2 MSE); dashed: GD++")
     ax.legend(ncol=2)
     fig.suptitle(f"Deep LSA vs K steps of GD / GD++ (d={cfg.d}, N={cfg.n_context})")
     fig.tight_layout()
