@@ -30,14 +30,13 @@ from mesaopt.algorithms import OLS
 from mesaopt.analysis import probes
 from mesaopt.analysis.identify import gd_predictions, newton_predictions
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models.gpt import GPT
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
 
-__all__ = ["FuNewtonConfig", "err_cos_matrix", "ProbedLayers"]
+__all__ = ["FuNewtonConfig", "err_cos_matrix"]
 
 # Garg-style curriculum (dims 2 -> 5, points 6 -> 21, full size from step 1251) and lr 2e-3: measured on one core,
 # see docs/experiments/fu-newton.md (lr 1e-3 without or with the curriculum stays at query error/d ~0.35 for 1000s
@@ -90,9 +89,6 @@ def err_cos_matrix(preds: torch.Tensor, layers: torch.Tensor, y: torch.Tensor) -
     return torch.nan_to_num(out, nan=-1.0, posinf=-1.0, neginf=-1.0)
 
 
-ProbedLayers = probes.ProbeReadout  # per-layer probes to y (moved to analysis.probes; kept for importers)
-
-
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     if len(x) < 2 or np.ptp(x) == 0:
         return 0.0, float(y.mean()) if len(y) else 0.0, 0.0
@@ -142,13 +138,7 @@ def _figures(ctx: RunContext, cfg: FuNewtonConfig, newton_sim: np.ndarray, gd_si
     fig.tight_layout()
     plotting.save_figure(fig, ctx.path("newton_vs_gd"))
 
-    hist = [r for r in read_jsonl(ctx.out / "metrics.jsonl") if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    ax.plot([r["step"] for r in hist], [r["eval_loss"] for r in hist], color=plotting.PALETTE["model"])
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("eval loss (MSE, all positions)")
-    plotting.save_figure(fig, ctx.path("loss"))
+    plotting.loss_curve(ctx.path("loss"), ctx.out / "metrics.jsonl", ylabel="eval loss (MSE, all positions)")
 
 
 @register("fu-newton", "Fu et al.: GPT layers vs Iterative Newton iterations / GD steps on ill-conditioned data",
