@@ -51,18 +51,9 @@ RaventosTrain = train_settings(
     owned=("objective",))
 
 
-def _cap_dims(cfg: RaventosPoolConfig | RaventosConfig) -> None:
-    """Cap the curriculum's active-dims ramp at d (the default ramp targets d = 8), in the config itself."""
-    cur = cfg.train.curriculum
-    if cur is not None and cur.dims is not None and cur.dims.end > cfg.d:
-        dims = Ramp(start=min(cur.dims.start, cfg.d), end=cfg.d, inc=cur.dims.inc, interval=cur.dims.interval)
-        cfg.train = cfg.train.model_copy(update={"curriculum": cur.model_copy(update={"dims": dims})})
+class _RaventosSetup(ExperimentConfig):
+    """What every pretraining run shares: data (d, K, sigma^2), GPT shape, training, evaluation size."""
 
-
-class RaventosPoolConfig(ExperimentConfig):
-    """One pretraining run: task pool size M, data (d, K, sigma^2), GPT shape, training, evaluation size."""
-
-    n_tasks: int = Field(16, ge=1, description="task pool size M")
     d: int = Field(8, ge=1, description="input dimension D")
     k: int = Field(16, ge=1, description="in-context examples per sequence K (loss over all K positions)")
     noise_var: float = Field(0.25, gt=0, description="label noise variance sigma^2 (ridge uses lam = sigma^2)")
@@ -74,9 +65,19 @@ class RaventosPoolConfig(ExperimentConfig):
                                  "= prefix, seed and device from above; curriculum dims capped at d)")
 
     @model_validator(mode="after")
-    def _dims(self) -> RaventosPoolConfig:
-        _cap_dims(self)
+    def _cap_dims(self) -> _RaventosSetup:
+        """Cap the curriculum's active-dims ramp at d (the default ramp targets d = 8), in the config itself."""
+        cur = self.train.curriculum
+        if cur is not None and cur.dims is not None and cur.dims.end > self.d:
+            dims = Ramp(start=min(cur.dims.start, self.d), end=self.d, inc=cur.dims.inc, interval=cur.dims.interval)
+            self.train = self.train.model_copy(update={"curriculum": cur.model_copy(update={"dims": dims})})
         return self
+
+
+class RaventosPoolConfig(_RaventosSetup):
+    """One pretraining run at task pool size M."""
+
+    n_tasks: int = Field(16, ge=1, description="task pool size M")
 
 
 def _pool_task(cfg: RaventosPoolConfig) -> LinearRegression:
@@ -124,20 +125,11 @@ def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
     return metrics
 
 
-class RaventosConfig(ExperimentConfig):
+class RaventosConfig(_RaventosSetup):
     """The task-diversity sweep: pool sizes M x seeds of ``raventos-pool``, run on a sweep engine."""
 
     m_values: list[int] = Field([2, 8, 32, 128, 512, 2048, 8192, 32768], description="task pool sizes M")
     n_seeds: int = Field(1, ge=1, description="seeds per M (seed, seed+1, ...)")
-    d: int = Field(8, ge=1, description="input dimension D")
-    k: int = Field(16, ge=1, description="in-context examples K")
-    noise_var: float = Field(0.25, gt=0, description="label noise variance sigma^2")
-    layers: int = Field(3, ge=1, description="GPT layers")
-    heads: int = Field(2, ge=1, description="GPT attention heads")
-    width: int = Field(64, ge=1, description="GPT residual width")
-    eval_batch_size: int = Field(2048, ge=16, description="sequences per evaluation set")
-    train: RaventosTrain = Field(default_factory=RaventosTrain, description="training of every M run (see "
-                                 "raventos-pool)")
     engine: Literal["local", "ray"] = Field("local", description="sweep engine: local | ray")
     address: str | None = Field(None, description="Ray cluster address (engine ray), e.g. auto")
     max_parallel: int | None = Field(None, ge=1, description="trials at once (local default: cores)")
@@ -149,11 +141,6 @@ class RaventosConfig(ExperimentConfig):
         if len(v) < 2 or any(m < 1 for m in v) or sorted(set(v)) != list(v):
             raise ValueError(f"must be >= 2 increasing distinct pool sizes >= 1, got {v}")
         return v
-
-    @model_validator(mode="after")
-    def _dims(self) -> RaventosConfig:
-        _cap_dims(self)
-        return self
 
 
 def transition(m_values: list[int], dist_dmmse: np.ndarray, dist_ridge: np.ndarray) -> float:
@@ -205,9 +192,8 @@ def run_diversity(cfg: RaventosConfig, ctx: RunContext) -> dict[str, float]:
     """Sweep ``raventos-pool`` over M x seeds, aggregate per M, find the transition, draw the figure."""
     from mesaopt.sweeps import SweepSpec, run_sweep
 
-    base = {"d": cfg.d, "k": cfg.k, "noise_var": cfg.noise_var, "layers": cfg.layers, "heads": cfg.heads,
-            "width": cfg.width, "eval_batch_size": cfg.eval_batch_size, "device": cfg.device,
-            "train": cfg.train.model_dump(mode="json")}
+    shared = set(_RaventosSetup.model_fields) - {"seed", "threads"}  # the seed is a grid axis, threads per trial
+    base = cfg.model_dump(mode="json", include=shared)
     base_path = ctx.path("pool_base.yaml")
     atomic_write_text(base_path, yaml.safe_dump(base, sort_keys=False))
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
