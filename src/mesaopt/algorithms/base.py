@@ -9,11 +9,11 @@ Internally everything is computed in float64 and cast back to the input dtype.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
 
+from mesaopt.config import check_float, check_int  # noqa: F401 - re-exported for the algorithms
 from mesaopt.errors import ConfigError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.registry import Registry
@@ -45,24 +45,6 @@ def kinds() -> list[str]:
 
 
 # ---------------------------------------------------------------- hyper-parameter checks (one-line ConfigError)
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as int or raise ConfigError unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
-    """Return ``value`` as float or raise ConfigError unless it is finite and >= (or > if strict) minimum."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        ok = float(value) > minimum if strict else float(value) >= minimum
-    if not ok:
-        op = ">" if strict else ">="
-        raise ConfigError(f"{name} must be a finite number {op} {minimum}, got {value!r}")
-    return float(value)
-
-
 def as_matrix(name: str, value: Any, rows: int | None = None, cols: int | None = None) -> torch.Tensor:
     """A float64 CPU matrix from a tensor / nested list; ConfigError if not 2-D, finite and of the given shape."""
     try:
