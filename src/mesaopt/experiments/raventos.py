@@ -115,7 +115,7 @@ def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
                 seed=derive_seed(cfg.seed, "init") % (2**31))
     tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=cfg.k, objective="prefix")
     res = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress)
-    model = res.model.eval()
+    model = res.model.cpu().eval()  # evaluation batches are sampled on the CPU
     metrics: dict[str, float] = {"n_tasks": float(cfg.n_tasks), "train_loss": float(res.history[-1]["loss"])
                                  if res.history and "loss" in res.history[-1] else float("nan")}
     for where, fresh in (("pool", False), ("fresh", True)):
