@@ -99,3 +99,25 @@ def test_settings_validators_and_errors():
 def test_svm_device_other_than_cpu_rejected(name):
     with pytest.raises(ConfigError, match="device: the svm experiments run on the CPU only"):
         make_config(name, overrides={"device": "cuda"})
+
+
+def test_resume_of_a_folder_written_before_train_settings(tmp_path, monkeypatch):
+    """Old config.yaml files list train.seed/device/n_points (ignored by the run): resume drops them."""
+    from mesaopt.experiments import base
+
+    cfg = make_config("vonoswald-gd", quick=True)
+    old = {"experiment": "vonoswald-gd", **cfg.model_dump(mode="json")}
+    old["train"].update(seed=0, device="cpu", n_points=11)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    seen = {}
+
+    def fake(c, ctx):
+        seen["cfg"] = c
+        return {"x": 1.0}
+
+    exp = base.get("vonoswald-gd")
+    monkeypatch.setitem(base.REGISTRY._entries, "vonoswald-gd",
+                        base.Experiment(exp.name, exp.description, exp.config_cls, fake, exp.quick))
+    base.run("vonoswald-gd", out=tmp_path, resume=True, progress=False)
+    assert seen["cfg"] == cfg
+    assert "seed" not in yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]

@@ -124,6 +124,18 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, config_path:
                         where=f"config for {name}")
 
 
+def _drop_owned_train_keys(cls: type[ExperimentConfig], data: dict) -> dict:
+    """A saved config without ``train.seed`` etc.: folders written before ``train_settings`` listed the fields
+    the experiment owns, whose values the run ignored; dropping them resumes the same run."""
+    from mesaopt.train.settings import TrainSettings
+
+    field = cls.model_fields.get("train")
+    ann = field.annotation if field is not None else None
+    if not (isinstance(ann, type) and issubclass(ann, TrainSettings) and isinstance(data.get("train"), dict)):
+        return data
+    return {**data, "train": {k: v for k, v in data["train"].items() if k not in ann.owned}}
+
+
 def default_out(name: str) -> Path:
     """runs/NAME-<timestamp>/ under the current directory."""
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -155,7 +167,8 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
         data = load_yaml(saved)
         if data.pop("experiment", name) != name:
             raise ConfigError(f"cannot resume: '{out}' holds a run of a different experiment, not {name!r}")
-        cfg = build_config(exp.config_cls, data, where=f"saved config in {saved}")
+        cfg = build_config(exp.config_cls, _drop_owned_train_keys(exp.config_cls, data),
+                           where=f"saved config in {saved}")
     else:
         cfg = config if config is not None else make_config(name, overrides, config_path, quick)
         out = Path(out) if out is not None else default_out(name)
