@@ -124,7 +124,7 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, config_path:
                         where=f"config for {name}")
 
 
-def _drop_owned_train_keys(cls: type[ExperimentConfig], data: dict) -> dict:
+def upgrade_saved_config(cls: type[ExperimentConfig], data: dict) -> dict:
     """A saved config without ``train.seed`` etc.: folders written before ``train_settings`` listed the fields
     the experiment owns, whose values the run ignored; dropping them resumes the same run."""
     from mesaopt.train.settings import TrainSettings
@@ -167,7 +167,7 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
         data = load_yaml(saved)
         if data.pop("experiment", name) != name:
             raise ConfigError(f"cannot resume: '{out}' holds a run of a different experiment, not {name!r}")
-        cfg = build_config(exp.config_cls, _drop_owned_train_keys(exp.config_cls, data),
+        cfg = build_config(exp.config_cls, upgrade_saved_config(exp.config_cls, data),
                            where=f"saved config in {saved}")
     else:
         cfg = config if config is not None else make_config(name, overrides, config_path, quick)

@@ -62,6 +62,7 @@ def write_payload(trial_dir: Path, payload: dict[str, Any]) -> None:
 def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
     """True if ``trial_dir`` holds config.yaml of an earlier attempt with exactly this config."""
     from mesaopt.config import build_config
+    from mesaopt.experiments.base import upgrade_saved_config
     from mesaopt.io import load_yaml
 
     saved = trial_dir / CONFIG_FILE
@@ -71,6 +72,7 @@ def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
         data = load_yaml(saved)
         if data.pop("experiment", exp.name) != exp.name:
             return False
+        data = upgrade_saved_config(exp.config_cls, data)
         return build_config(exp.config_cls, data).model_dump(mode="json") == cfg.model_dump(mode="json")
     except Exception:  # noqa: BLE001 - unreadable or outdated: start the trial afresh
         return False
