@@ -16,7 +16,7 @@ import sys
 import time
 
 from benchmarks import BENCHMARKS
-from benchmarks.common import machine, matmul_peaks, out_dir, set_threads
+from benchmarks.common import machine, matmul_peaks, out_dir
 
 MODULES = {"peaks": "peaks", "lsa": "lsa", "algorithms": "algorithms", "gpt": "gpt", "time-to-curve": "time_to_curve",
            "startup": "startup"}
@@ -42,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: unknown benchmark {bad[0]!r}; choose from {sorted(MODULES)}", file=sys.stderr)
         return 2
-    set_threads(args.threads)
+    from mesaopt.runtime import threads
+
+    with threads(args.threads):
+        return _run(args, names)
+
+
+def _run(args: argparse.Namespace, names: list[str]) -> int:
+    """Run ``names`` with the parsed options; print and write the report; returns the exit code."""
     out = out_dir(args.out)
     report: dict = {"machine": machine(), "quick": args.quick, "results": {}}
     t0 = time.perf_counter()

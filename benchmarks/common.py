@@ -107,13 +107,6 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(fc.get_total_flops())
 
 
-def set_threads(n: int | None) -> int:
-    """Set torch intra-op threads (None: leave as is); returns the count in use."""
-    if n is not None:
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
 def out_dir(path: str | Path | None) -> Path:
     """The results folder (created): ``path`` or ``runs/bench`` under the current directory."""
     p = Path(path) if path is not None else DEFAULT_OUT

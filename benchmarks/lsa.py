@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import compare, count_flops, matmul_peaks, out_dir
+from mesaopt.runtime import threads
 
 FULL = {"ns": [64, 128, 256, 512, 1024, 2048, 4096], "b": 1, "d": 20, "layers": 4, "heads": 2,
         "max_quad_bytes": 4e8, "big": {"b": 64, "n": 512, "d": 255, "layers": 4, "heads": 4, "steps": 3}}
@@ -56,7 +57,13 @@ def _hwm_mb() -> float:
 def _mem_child() -> None:
     """Child process: peak RSS growth (MB) of each method at increasing N (printed as JSON)."""
     cfg = json.loads(sys.argv[-1])
-    torch.set_num_threads(1)
+    with threads(1):
+        out = _mem_growth(cfg)
+    print(json.dumps(out))
+
+
+def _mem_growth(cfg: dict) -> dict[str, float]:
+    """Peak RSS growth (MB) of ``cfg["method"]`` at each N in ``cfg["ns"]`` (an LSA of cfg's shape)."""
     m = _model(cfg["d"], cfg["layers"], cfg["heads"])
     fn = getattr(m, cfg["method"])
     xs, ys = _data(cfg["b"], 8, cfg["d"])
@@ -70,7 +77,7 @@ def _mem_child() -> None:
             fn(xs, ys)
         del xs, ys
         out[str(n)] = round(_hwm_mb() - base, 2)
-    print(json.dumps(out))
+    return out
 
 
 def peak_memory(method: str, ns: list[int], cfg: dict) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, get_args
 
 import yaml
@@ -112,7 +113,9 @@ def resolve_key(cls: type[BaseModel], key: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise ConfigError(f"key {key!r} is ambiguous; use one of {matches}")
-    raise ConfigError(f"unknown key {key!r}; allowed: {', '.join(paths)}")
+    near = [p for p in paths if p.split(".")[-1] == key.split(".")[-1]]  # e.g. train.seed -> seed
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    raise ConfigError(f"unknown key {key!r}{hint}; allowed: {', '.join(paths)}")
 
 
 def set_dotted(data: dict, path: str, value: Any) -> None:
@@ -148,3 +151,21 @@ def build_config(cls: type[BaseModel], *layers: dict, overrides: dict[str, Any] 
     for k, v in (overrides or {}).items():
         set_dotted(data, resolve_key(cls, k), v)
     return validate(cls, data, where)
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as int or raise ConfigError unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
+    """Return ``value`` as float or raise ConfigError unless it is finite and >= (or > if strict) minimum."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        ok = float(value) > minimum if strict else float(value) >= minimum
+    if not ok:
+        op = ">" if strict else ">="
+        raise ConfigError(f"{name} must be a finite number {op} {minimum}, got {value!r}")
+    return float(value)

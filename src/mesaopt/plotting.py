@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mesaopt.io import atomic_write_bytes  # noqa: E402
+from mesaopt.io import atomic_write_bytes, read_jsonl  # noqa: E402
 
 PALETTE = {"model": "#1f77b4", "gd": "#d62728", "gdpp": "#ff7f0e", "ols": "#2ca02c", "ridge": "#9467bd",
            "newton": "#8c564b", "averaging": "#7f7f7f", "knn": "#e377c2", "lasso": "#17becf",
@@ -63,3 +64,27 @@ def heatmap(ax: plt.Axes, mat: np.ndarray, title: str, symmetric: bool = True) -
     ax.set_yticks([])
     ax.grid(False)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
+def loss_curve(target: plt.Axes | str | Path, metrics_jsonl: str | Path, keys: Sequence[str] = ("eval_loss",),
+               labels: Sequence[str | None] | None = None, colors: Sequence[str | None] | None = None,
+               ylabel: str | None = None, log: bool = True) -> plt.Axes:
+    """Training curves from a run's ``metrics.jsonl``: each of ``keys`` against ``step`` (records without it skipped).
+
+    ``target`` is an Axes to draw into (returned, for reference lines and legends), or a path stem: then a new
+    4.2 x 3.0 in figure is drawn and saved there (png + pdf) and closed. ``labels``/``colors`` go per key;
+    ``ylabel`` defaults to the single key's name; ``log`` puts the y axis on a log scale.
+    """
+    records = read_jsonl(Path(metrics_jsonl))
+    ax = target if isinstance(target, plt.Axes) else plt.subplots(figsize=(4.2, 3.0))[1]
+    for i, key in enumerate(keys):
+        hist = [r for r in records if key in r]
+        ax.plot([r["step"] for r in hist], [r[key] for r in hist], label=labels[i] if labels else None,
+                color=colors[i] if colors else PALETTE["model"] if len(keys) == 1 else None)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel if ylabel is not None else ", ".join(keys))
+    if not isinstance(target, plt.Axes):
+        save_figure(ax.figure, target)
+    return ax

@@ -22,13 +22,26 @@ def tiny_chunks(monkeypatch):
     monkeypatch.setattr(K, "CHUNK_ELEMS", 1000)
 
 
+def spd_solve_bl(a: torch.Tensor, r: torch.Tensor, rtol: float = 0.0, shift: float = 0.0):
+    """(A + shift I)^{-1} R through ``cholesky_solve_bl``: a (c, d, d), r (c, d, k) -> (solution (c, d, k), ok (c,))."""
+    c, d, _ = a.shape
+    k = r.shape[-1]
+    m = a.new_empty(d, d + k, c)
+    m[:, :d].copy_(a.permute(1, 2, 0))
+    m[:, d:].copy_(r.permute(1, 2, 0))
+    if shift:
+        m[:, :d].diagonal(0, 0, 1).add_(shift)
+    ok = K.cholesky_solve_bl(m, d, rtol)
+    return K.from_batch_last(m[:, d:]), ok
+
+
 def test_cholesky_solve_bl_matches_lapack_and_flags_indefinite():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(7, 6, 6, generator=g, dtype=torch.float64)
     a = a @ a.transpose(1, 2) + 0.1 * torch.eye(6, dtype=torch.float64)
     a[3] = -a[3]  # not positive definite
     r = torch.randn(7, 6, 2, generator=g, dtype=torch.float64)
-    sol, ok = K.spd_solve_bl(a, r)
+    sol, ok = spd_solve_bl(a, r)
     assert ok.tolist() == [True, True, True, False, True, True, True]
     ref = torch.linalg.solve(a, r)
     torch.testing.assert_close(sol[ok], ref[ok], atol=1e-10, rtol=0)
@@ -38,12 +51,12 @@ def test_spd_solve_bl_shift_and_rtol():
     x, _ = _data(4, 10, 5, seed=1)
     a = x.transpose(1, 2) @ x
     r = torch.ones(4, 5, 1, dtype=torch.float64)
-    sol, ok = K.spd_solve_bl(a, r, shift=0.7)
+    sol, ok = spd_solve_bl(a, r, shift=0.7)
     torch.testing.assert_close(sol, torch.linalg.solve(a + 0.7 * torch.eye(5, dtype=torch.float64), r),
                                atol=1e-12, rtol=0)
     a[1, :, 4] = a[1, :, 3]  # rank-deficient Gram (columns 3 and 4 of X equal)
     a[1, 4, :] = a[1, 3, :]
-    assert K.spd_solve_bl(a, r, rtol=1e-7)[1].tolist() == [True, False, True, True]
+    assert spd_solve_bl(a, r, rtol=1e-7)[1].tolist() == [True, False, True, True]
 
 
 @pytest.mark.parametrize("n,d", [(40, 20), (20, 20), (12, 20), (1, 5), (7, 3)])

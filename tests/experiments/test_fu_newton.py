@@ -30,7 +30,7 @@ def test_probed_layers_equal_probe_on_hidden_states():
     hs = probes.query_hidden_states(model, cx, cy, qx)[1:, :, 0]
     w = probes.fit_probe(hs, qy, lam=1e-3)
     with torch.no_grad():
-        got = fn.ProbedLayers(model, w).forward_layers(cx, cy, qx)
+        got = probes.ProbeReadout(model, w).forward_layers(cx, cy, qx)
     want = probes.probe_predict(hs, w)[..., 0]
     torch.testing.assert_close(got.double()[..., 0], want, rtol=1e-4, atol=1e-5)
 

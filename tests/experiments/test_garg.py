@@ -43,7 +43,8 @@ def test_squared_errors_is_prefix_error_over_d():
 
 @pytest.mark.slow
 def test_quick_run_writes_metrics(tmp_path):
-    over = {"train.steps": "30", "sparse.train_steps": "10", "eval_batch": "64", "train.eval_every": "15"}
+    over = {"train.steps": "30", "sparse.train_steps": "10", "train.warmup_steps": "10", "eval_batch": "64",
+            "train.eval_every": "15"}
     res = run("garg-curves", overrides=over, out=tmp_path, quick=True, progress=False)
     data = json.loads((tmp_path / "results.json").read_text())
     m = data["metrics"]

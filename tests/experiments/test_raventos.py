@@ -85,7 +85,10 @@ def test_configs_validate():
         RaventosConfig(m_values=[8, 2])
     with pytest.raises(ValueError):
         RaventosConfig(m_values=[4])
-    assert RaventosPoolConfig().train.objective == "prefix" and RaventosPoolConfig().train.n_points == 16
+    tcfg = RaventosPoolConfig(seed=3).train.to_train(seed=3, device="cpu", n_points=16, objective="prefix")
+    assert tcfg.objective == "prefix" and tcfg.n_points == 16 and tcfg.steps == 3000
+    assert "objective" not in RaventosPoolConfig.model_fields["train"].annotation.model_fields
+    assert RaventosPoolConfig(d=4).train.curriculum.dims.end == 4  # the ramp is capped at d in the config itself
 
 
 @pytest.mark.slow

@@ -52,3 +52,17 @@ def test_shape_errors(gen):
         deinterleave(torch.zeros(2, 3, 4))
     with pytest.raises(ShapeError):
         split_concat(torch.zeros(2, 3, 4), 5)
+
+
+def test_fold_queries_one_sequence_per_query():
+    from mesaopt.models.tokens import fold_queries
+
+    g = torch.Generator().manual_seed(0)
+    cx, cy, qx = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, generator=g), torch.randn(2, 5, 4, generator=g)
+    xs, ys = fold_queries(cx, cy, qx)
+    assert xs.shape == (10, 4, 4) and ys.shape == (10, 4)
+    for b in range(2):
+        for q in range(5):
+            r = b * 5 + q
+            assert torch.equal(xs[r, :3], cx[b]) and torch.equal(xs[r, 3], qx[b, q])
+            assert torch.equal(ys[r, :3], cy[b]) and ys[r, 3] == 0

@@ -9,15 +9,16 @@ Internally everything is computed in float64 and cast back to the input dtype.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
 
+from mesaopt.config import check_float, check_int  # noqa: F401 - re-exported for the algorithms
 from mesaopt.errors import ConfigError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
+from mesaopt.registry import Registry
 
-REGISTRY: dict[str, type[Algorithm]] = {}
+REGISTRY: Registry[type[Algorithm]] = Registry("algorithm kind must be one of {names}, got {name!r}")
 
 # Budget (number of float64 elements) of one chunk of the masked prefix expansion (B*T problems of size (T, d)).
 PREFIX_CHUNK_ELEMS = 1 << 23
@@ -25,48 +26,25 @@ PREFIX_CHUNK_ELEMS = 1 << 23
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:
     """Class decorator: make an algorithm buildable from ``{"kind": cls.kind, **hparams}``."""
-    REGISTRY[cls.kind] = cls
-    return cls
+    return REGISTRY.register(cls)
 
 
 def build(spec: dict) -> Algorithm:
     """Build an algorithm from ``{"kind": ..., **hparams}`` (e.g. ``{"kind": "gd", "steps": 3, "lr": 0.5}``)."""
     if not isinstance(spec, dict):
         raise ConfigError(f"algorithm spec must be a dict with a 'kind' key, got {type(spec).__name__}")
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind not in REGISTRY:
-        raise ConfigError(f"algorithm kind must be one of {sorted(REGISTRY)}, got {kind!r}")
     try:
-        return REGISTRY[kind](**spec)
+        return REGISTRY.build(spec)
     except TypeError as e:
-        raise ConfigError(f"bad hyper-parameters for algorithm {kind!r}: {e}") from None
+        raise ConfigError(f"bad hyper-parameters for algorithm {spec.get('kind')!r}: {e}") from None
 
 
 def kinds() -> list[str]:
     """Names of all algorithm kinds."""
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 # ---------------------------------------------------------------- hyper-parameter checks (one-line ConfigError)
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as int or raise ConfigError unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
-    """Return ``value`` as float or raise ConfigError unless it is finite and >= (or > if strict) minimum."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        ok = float(value) > minimum if strict else float(value) >= minimum
-    if not ok:
-        op = ">" if strict else ">="
-        raise ConfigError(f"{name} must be a finite number {op} {minimum}, got {value!r}")
-    return float(value)
-
-
 def as_matrix(name: str, value: Any, rows: int | None = None, cols: int | None = None) -> torch.Tensor:
     """A float64 CPU matrix from a tensor / nested list; ConfigError if not 2-D, finite and of the given shape."""
     try:

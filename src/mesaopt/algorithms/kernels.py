@@ -83,22 +83,6 @@ def cholesky_resolve_bl(m: torch.Tensor, d: int, r: torch.Tensor) -> torch.Tenso
     return r
 
 
-def spd_solve_bl(a: torch.Tensor, r: torch.Tensor, rtol: float = 0.0, shift: float = 0.0):
-    """(A + shift I)^{-1} R for a chunk: a (c, d, d), r (c, d, k) -> (solution (c, d, k), ok (c,)).
-
-    ``ok`` as in :func:`cholesky_solve_bl` (pivots measured against max diag of A + shift I).
-    """
-    c, d, _ = a.shape
-    k = r.shape[-1]
-    m = a.new_empty(d, d + k, c)
-    m[:, :d].copy_(a.permute(1, 2, 0))
-    m[:, d:].copy_(r.permute(1, 2, 0))
-    if shift:
-        m[:, :d].diagonal(0, 0, 1).add_(shift)
-    ok = cholesky_solve_bl(m, d, rtol)
-    return from_batch_last(m[:, d:]), ok
-
-
 def sym_mv_bl(a: torch.Tensor, x: torch.Tensor, tmp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Symmetric matrix-vector products a x: a (d, d, c), x (d, c) -> out (d, c), using tmp (d, d, c)."""
     torch.mul(a, x.unsqueeze(1), out=tmp)

@@ -22,6 +22,7 @@ import torch
 
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs
+from mesaopt.models.tokens import fold_queries
 
 __all__ = ["query_hidden_states", "fit_probe", "probe_predict", "r2_score", "probe_r2", "probe_targets",
            "probe_layers", "ProbeReadout", "fit_readout"]
@@ -46,16 +47,14 @@ def _lsa_query_states(model: Any, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_
 def query_hidden_states(model: Any, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
     """Hidden state at every query after the embedding and every layer: (B,N,d),(B,N),(B,Q,d) -> (L+1, B, Q, H)."""
     check_learner_inputs(ctx_x, ctx_y, qry_x)
-    b, n, d = ctx_x.shape
+    b, n, _ = ctx_x.shape
     q = qry_x.shape[1]
     with torch.no_grad():
         if hasattr(model, "matrices") and hasattr(model, "layers") and not hasattr(model, "hidden_states"):
             return _lsa_query_states(model, ctx_x, ctx_y, qry_x)
         if not hasattr(model, "hidden_states"):
             raise ConfigError(f"{type(model).__name__} exposes no hidden states (needs hidden_states or LSA matrices)")
-        xs = torch.cat([ctx_x.unsqueeze(1).expand(b, q, n, d), qry_x.unsqueeze(2)], dim=2).reshape(b * q, n + 1, d)
-        ys = torch.cat([ctx_y.unsqueeze(1).expand(b, q, n), ctx_y.new_zeros(b, q, 1)], dim=2).reshape(b * q, n + 1)
-        hs = model.hidden_states(xs, ys)  # (L+1, B*Q, 2(N+1), H); the query's x-token is at 2N
+        hs = model.hidden_states(*fold_queries(ctx_x, ctx_y, qry_x))  # (L+1, B*Q, 2(N+1), H); query x-token at 2N
         h = hs[:, :, 2 * n]
     return h.reshape(h.shape[0], b, q, h.shape[-1])
 
@@ -150,11 +149,9 @@ class ProbeReadout(torch.nn.Module):
     def forward_layers(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
         """(B,N,d),(B,N),(B,Q,d) -> (L, B, Q) probe outputs after every layer (differentiable in qry_x)."""
         check_learner_inputs(ctx_x, ctx_y, qry_x)
-        b, n, d = ctx_x.shape
+        b, n, _ = ctx_x.shape
         q = qry_x.shape[1]
-        xs = torch.cat([ctx_x.unsqueeze(1).expand(b, q, n, d), qry_x.unsqueeze(2)], dim=2).reshape(b * q, n + 1, d)
-        ys = torch.cat([ctx_y.unsqueeze(1).expand(b, q, n), ctx_y.new_zeros(b, q, 1)], dim=2).reshape(b * q, n + 1)
-        h = self.model.hidden_states(xs, ys)[1:, :, 2 * n]  # (L, B*Q, H): the query's x-token
+        h = self.model.hidden_states(*fold_queries(ctx_x, ctx_y, qry_x))[1:, :, 2 * n]  # (L, B*Q, H): query x-token
         w = self.weights.to(h.dtype)
         out = h @ w[:, :-1] + w[:, -1:]
         return out[..., 0].reshape(out.shape[0], b, q)

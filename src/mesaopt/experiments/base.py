@@ -24,6 +24,8 @@ from mesaopt.io import (  # Results, CONFIG_FILE and list_artifacts are re-expor
     list_artifacts,
     load_yaml,
 )
+from mesaopt.registry import Registry
+from mesaopt.runtime import threads
 
 __all__ = ["CONFIG_FILE", "RESULTS_FILE", "Experiment", "ExperimentConfig", "REGISTRY", "Results", "RunContext",
            "default_out", "get", "list_artifacts", "make_config", "names", "register", "run"]
@@ -65,7 +67,8 @@ class Experiment:
     quick: dict[str, Any]
 
 
-REGISTRY: dict[str, Experiment] = {}
+REGISTRY: Registry[Experiment] = Registry("unknown experiment {name!r}; choose one of: {joined}",
+                                          "mesaopt.experiments")
 
 
 def register(name: str, description: str, config: type[ExperimentConfig],
@@ -73,7 +76,7 @@ def register(name: str, description: str, config: type[ExperimentConfig],
     """Decorator registering ``fn(cfg, ctx) -> metrics`` as experiment ``name``."""
 
     def deco(fn: Callable) -> Callable:
-        REGISTRY[name] = Experiment(name, description, config, fn, dict(quick or {}))
+        REGISTRY.add(name, Experiment(name, description, config, fn, dict(quick or {})))
         return fn
 
     return deco
@@ -98,21 +101,9 @@ def _scan_names() -> set[str] | None:
     return found
 
 
-def _discover() -> None:
-    import importlib
-    import pkgutil
-
-    import mesaopt.experiments as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name != "base" and not m.name.startswith("_"):
-            importlib.import_module(f"mesaopt.experiments.{m.name}")
-
-
 def names() -> list[str]:
     """Sorted names of all registered experiments."""
-    _discover()
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 def get(name: str) -> Experiment:
@@ -120,10 +111,7 @@ def get(name: str) -> Experiment:
     scanned = None if name in REGISTRY else _scan_names()
     if scanned is not None and name not in scanned:  # unknown: answer without importing torch & co.
         raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(scanned | set(REGISTRY)))}")
-    _discover()
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    return REGISTRY.get(name)
 
 
 def make_config(name: str, overrides: dict[str, Any] | None = None, config_path: str | Path | None = None,
@@ -140,6 +128,18 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, config_path:
         file_layer = {k: v for k, v in file_layer.items() if k != "experiment"}
     return build_config(exp.config_cls, quick_layer, file_layer, overrides=overrides,
                         where=f"config for {name}")
+
+
+def upgrade_saved_config(cls: type[ExperimentConfig], data: dict) -> dict:
+    """A saved config without ``train.seed`` etc.: folders written before ``train_settings`` listed the fields
+    the experiment owns, whose values the run ignored; dropping them resumes the same run."""
+    from mesaopt.train.settings import TrainSettings
+
+    field = cls.model_fields.get("train")
+    ann = field.annotation if field is not None else None
+    if not (isinstance(ann, type) and issubclass(ann, TrainSettings) and isinstance(data.get("train"), dict)):
+        return data
+    return {**data, "train": {k: v for k, v in data["train"].items() if k not in ann.owned}}
 
 
 def default_out(name: str) -> Path:
@@ -173,7 +173,8 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
         data = load_yaml(saved)
         if data.pop("experiment", name) != name:
             raise ConfigError(f"cannot resume: '{out}' holds a run of a different experiment, not {name!r}")
-        cfg = build_config(exp.config_cls, data, where=f"saved config in {saved}")
+        cfg = build_config(exp.config_cls, upgrade_saved_config(exp.config_cls, data),
+                           where=f"saved config in {saved}")
         if overrides or config_path is not None or quick or config is not None:
             asked = config if config is not None else make_config(name, overrides, config_path, quick)
             diff = config_diff(cfg.model_dump(mode="json"), asked.model_dump(mode="json"))
@@ -208,14 +209,9 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
     swap.commit()
     ctx = RunContext(out=out, resume=resume, progress=progress)
     torch.manual_seed(cfg.seed)
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    try:
+    with threads(cfg.threads):
         metrics = exp.fn(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
     results = Results(experiment=name, version=mesaopt.__version__, seed=cfg.seed,
                       config=cfg.model_dump(mode="json"), metrics={k: metrics[k] for k in sorted(metrics)},

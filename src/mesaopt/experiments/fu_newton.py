@@ -30,27 +30,24 @@ from mesaopt.algorithms import OLS
 from mesaopt.analysis import probes
 from mesaopt.analysis.families import gd_predictions, newton_predictions
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models.gpt import GPT
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
-__all__ = ["FuNewtonConfig", "err_cos_matrix", "ProbedLayers"]
+__all__ = ["FuNewtonConfig", "err_cos_matrix"]
 
 # Garg-style curriculum (dims 2 -> 5, points 6 -> 21, full size from step 1251) and lr 2e-3: measured on one core,
 # see docs/experiments/fu-newton.md (lr 1e-3 without or with the curriculum stays at query error/d ~0.35 for 1000s
 # of steps)
 _CURRICULUM = {"dims": {"start": 2, "end": 5, "inc": 1, "interval": 250},
                "points": {"start": 6, "end": 21, "inc": 3, "interval": 250}}
-_TRAIN_DEFAULTS = dict(steps=4000, batch_size=64, n_points=21, lr=2e-3, optimizer="adamw", weight_decay=0.0,
-                       schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
-                       eval_every=250, eval_batch_size=512, ckpt_every=500, loss="mse", objective="prefix",
-                       curriculum=_CURRICULUM)
-
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(**_TRAIN_DEFAULTS)
+FuNewtonTrain = train_settings(
+    "FuNewtonTrain", dict(steps=4000, batch_size=64, lr=2e-3, optimizer="adamw", weight_decay=0.0,
+                          schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.05, grad_clip=1.0,
+                          eval_every=250, eval_batch_size=512, ckpt_every=500, loss="mse", objective="prefix",
+                          curriculum=_CURRICULUM))
 
 
 class FuNewtonConfig(ExperimentConfig):
@@ -70,7 +67,8 @@ class FuNewtonConfig(ExperimentConfig):
     n_lr: int = Field(25, ge=2, description="GD learning rates scanned per step count")
     probe_batch_size: int = Field(4096, ge=16, description="sequences used to fit the per-layer probes")
     eval_batch_size: int = Field(2048, ge=16, description="sequences in the evaluation batch")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: FuNewtonTrain = Field(default_factory=FuNewtonTrain,
+                                 description="training; seed, device and n_points = n_context + 1 come from above")
 
     @model_validator(mode="after")
     def _check(self) -> FuNewtonConfig:
@@ -89,9 +87,6 @@ def err_cos_matrix(preds: torch.Tensor, layers: torch.Tensor, y: torch.Tensor) -
     den = ea.norm(dim=1)[:, None] * eb.norm(dim=1)[None, :]
     out = num / den.clamp_min(1e-300)
     return torch.nan_to_num(out, nan=-1.0, posinf=-1.0, neginf=-1.0)
-
-
-ProbedLayers = probes.ProbeReadout  # per-layer probes to y (moved to analysis.probes; kept for importers)
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -143,13 +138,7 @@ def _figures(ctx: RunContext, cfg: FuNewtonConfig, newton_sim: np.ndarray, gd_si
     fig.tight_layout()
     plotting.save_figure(fig, ctx.path("newton_vs_gd"))
 
-    hist = [r for r in read_jsonl(ctx.out / "metrics.jsonl") if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    ax.plot([r["step"] for r in hist], [r["eval_loss"] for r in hist], color=plotting.PALETTE["model"])
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("eval loss (MSE, all positions)")
-    plotting.save_figure(fig, ctx.path("loss"))
+    plotting.loss_curve(ctx.path("loss"), ctx.out / "metrics.jsonl", ylabel="eval loss (MSE, all positions)")
 
 
 @register("fu-newton", "Fu et al.: GPT layers vs Iterative Newton iterations / GD steps on ill-conditioned data",
@@ -165,7 +154,7 @@ def run(cfg: FuNewtonConfig, ctx: RunContext) -> dict[str, float]:
     task = LinearRegression(d=cfg.d, noise_std=0.0, x_dist="anisotropic", condition_number=cfg.condition_number)
     model = GPT(d=cfg.d, n_positions=n + 1, layers=cfg.layers, heads=cfg.heads, width=cfg.width,
                 seed=derive_seed(cfg.seed, "init") % (2**31))
-    tcfg = cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device, "n_points": n + 1})
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=n + 1)
     model = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress).model.cpu().eval()
 
     if cfg.readout == "probe":

@@ -17,31 +17,29 @@ min-norm least-squares curve show its double-descent bump at N = d.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from mesaopt import plotting
 from mesaopt.algorithms import KNN, OLS, Averaging, BayesRidge, Lasso
-from mesaopt.config import StrictModel, deep_merge
+from mesaopt.config import StrictModel
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
 from mesaopt.io import atomic_write_json
 from mesaopt.learner import predict_prefix
 from mesaopt.models.gpt import GPT, SIZES
 from mesaopt.seeding import generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
-from mesaopt.train.curriculum import Curriculum, Ramp
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(steps=3500, batch_size=64, n_points=16, lr=5e-4, optimizer="adamw", weight_decay=0.0,
-                       schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.3, grad_clip=1.0,
-                       objective="prefix", loss="mse", eval_every=250, eval_batch_size=512, ckpt_every=1000,
-                       curriculum=Curriculum(dims=Ramp(start=2, end=5, inc=1, interval=400),
-                                             points=Ramp(start=6, end=16, inc=2, interval=300)))
+GargTrain = train_settings(
+    "GargTrain", dict(steps=3500, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=0.0,
+                      schedule="warmup_cosine", warmup_steps=200, min_lr_ratio=0.3, grad_clip=1.0,
+                      objective="prefix", loss="mse", eval_every=250, eval_batch_size=512, ckpt_every=1000,
+                      curriculum={"dims": {"start": 2, "end": 5, "inc": 1, "interval": 400},
+                                  "points": {"start": 6, "end": 16, "inc": 2, "interval": 300}}))
 
 
 class ModelSpec(StrictModel):
@@ -82,7 +80,8 @@ class GargConfig(ExperimentConfig):
     n_points: int = Field(16, ge=2, description="points per sequence; curves go to N = n_points - 1")
     noise_std: float = Field(0.5, ge=0.0, description="label noise std")
     model: ModelSpec = Field(default_factory=ModelSpec)
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: GargTrain = Field(default_factory=GargTrain, description="training of both transformers; seed, device "
+                             "and n_points come from above, sparse.train_steps replaces steps for the sparse one")
     sparse: SparsePanel = Field(default_factory=SparsePanel)
     knn_k: int = Field(3, ge=1, description="k of the nearest-neighbour baseline (Garg: 3)")
     eval_batch: int = Field(2000, ge=16, description="sequences in the held-out evaluation batch")
@@ -92,20 +91,15 @@ class GargConfig(ExperimentConfig):
     threads: int | None = Field(1, ge=1, description="torch intra-op threads for the run (None = torch default); "
                                                      "1 avoids OpenMP spin-waiting on small models")
 
-    @field_validator("train", mode="before")
-    @classmethod
-    def _merge_train(cls, v: object) -> object:
-        """Partial ``train`` dicts (YAML, --set train.x=...) override this experiment's defaults, not TrainConfig's."""
-        if isinstance(v, dict):
-            return deep_merge(_default_train().model_dump(), v)
-        return v
-
     @model_validator(mode="after")
     def _check(self) -> GargConfig:
         if self.sparse.enabled and self.sparse.sparsity > self.d:
             raise ValueError(f"sparse.sparsity must be <= d={self.d}, got {self.sparse.sparsity}")
         if self.report_at is not None and any(not 0 <= n < self.n_points for n in self.report_at):
             raise ValueError(f"report_at values must be in [0, n_points - 1 = {self.n_points - 1}]")
+        if self.sparse.enabled and (self.sparse.train_steps or self.train.steps) < self.train.warmup_steps:
+            raise ValueError(f"sparse.train_steps ({self.sparse.train_steps}) must be >= train.warmup_steps "
+                             f"({self.train.warmup_steps})")
         return self
 
     def report_points(self) -> list[int]:
@@ -114,17 +108,6 @@ class GargConfig(ExperimentConfig):
             return sorted(set(self.report_at))
         cands = {max(1, math.ceil(self.d / 2)), self.d, 2 * self.d, self.n_points - 1}
         return sorted(n for n in cands if n < self.n_points)
-
-
-@contextmanager
-def _threads(n: int | None):
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def squared_errors(learner, xs: torch.Tensor, ys: torch.Tensor, d: int, chunk: int = 500) -> np.ndarray:
@@ -140,8 +123,7 @@ def squared_errors(learner, xs: torch.Tensor, ys: torch.Tensor, d: int, chunk: i
 
 def _train_gpt(cfg: GargConfig, task: LinearRegression, ctx: RunContext, name: str, steps: int) -> tuple[GPT, dict]:
     model = cfg.model.build(cfg.d, cfg.n_points, seed=cfg.seed)
-    tcfg = cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device, "n_points": cfg.n_points,
-                                        "steps": steps, "warmup_steps": min(cfg.train.warmup_steps, steps)})
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=cfg.n_points, derived={"steps": steps})
     ctx.console.print(f"[bold]garg-curves[/]: training {name} GPT ({sum(p.numel() for p in model.parameters())} "
                       f"params) for {steps} steps")
     res = train(model, task, tcfg, out=ctx.out / name, resume=ctx.resume, progress=ctx.progress)
@@ -188,11 +170,6 @@ def _plot(ctx: RunContext, cfg: GargConfig, panels: list[tuple[str, dict[str, np
                  "sparse.train_steps": 60, "sparse.lasso_alphas": [0.01, 0.1], "eval_batch": 200, "val_batch": 32})
 def run_garg(cfg: GargConfig, ctx: RunContext) -> dict[str, float]:
     """Train the transformer(s), evaluate every learner's prefix errors, write curves + figure; metrics."""
-    with _threads(cfg.threads):
-        return _run(cfg, ctx)
-
-
-def _run(cfg: GargConfig, ctx: RunContext) -> dict[str, float]:
     d, T = cfg.d, cfg.n_points
     dense = LinearRegression(d=d, noise_std=cfg.noise_std)
     model, info = _train_gpt(cfg, dense, ctx, "dense", cfg.train.steps)

@@ -30,11 +30,11 @@ from pydantic import Field, field_validator
 from mesaopt import plotting
 from mesaopt.algorithms import GD
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
 __all__ = ["MahankaliConfig", "one_step_risk", "optimal_one_step_lr", "optimal_one_step_risk", "effective_lr"]
 
@@ -72,14 +72,10 @@ def weight_lr(model: LSA) -> tuple[float, float]:
     return lr, off
 
 
-_TRAIN_DEFAULTS = dict(steps=1500, batch_size=1024, n_points=21, lr=5e-3, optimizer="adam", schedule="cosine",
-                       min_lr_ratio=0.02, grad_clip=10.0, eval_every=100, eval_batch_size=2048, ckpt_every=500,
-                       loss="half_mse", objective="query")
-
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(**_TRAIN_DEFAULTS)
-
+MahankaliTrain = train_settings(
+    "MahankaliTrain", dict(steps=1500, batch_size=1024, lr=5e-3, optimizer="adam", schedule="cosine",
+                           min_lr_ratio=0.02, grad_clip=10.0, eval_every=100, eval_batch_size=2048, ckpt_every=500,
+                           loss="half_mse", objective="query"))
 
 
 class MahankaliConfig(ExperimentConfig):
@@ -92,7 +88,8 @@ class MahankaliConfig(ExperimentConfig):
     w_scale: float = Field(1.0, gt=0, description="prior std s of each weight")
     init_std: float = Field(0.002, gt=0, description="std of the LSA's initial weights")
     eval_batch_size: int = Field(20000, ge=16, description="tasks in the final evaluation batch")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: MahankaliTrain = Field(default_factory=MahankaliTrain,
+                                  description="training of every LSA; n_points = N + 1, seed derived from seed and N")
 
     @field_validator("n_context_sweep")
     @classmethod
@@ -103,8 +100,7 @@ class MahankaliConfig(ExperimentConfig):
 
 
 def _train_one(cfg: MahankaliConfig, ctx: RunContext, task: LinearRegression, n: int, main: bool) -> dict:
-    tcfg = cfg.train.model_copy(update={"n_points": n + 1, "seed": derive_seed(cfg.seed, "train", n) % (2**31),
-                                        "device": cfg.device})
+    tcfg = cfg.train.to_train(seed=derive_seed(cfg.seed, "train", n) % (2**31), device=cfg.device, n_points=n + 1)
     out = ctx.out if main else ctx.path(f"n{n}")
     model = LSA(d=cfg.d, layers=1, init_std=cfg.init_std, seed=derive_seed(cfg.seed, "init", n) % (2**31))
     res = train(model, task, tcfg, out=out, resume=ctx.resume, progress=ctx.progress)
@@ -175,14 +171,9 @@ def _figure(ctx: RunContext, cfg: MahankaliConfig, rows: list[dict]) -> None:
     fig.tight_layout()
     plotting.save_figure(fig, ctx.path("optimal_lr"))
 
-    hist = [r for r in read_jsonl(ctx.out / "metrics.jsonl") if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    ax.plot([r["step"] for r in hist], [r["eval_loss"] for r in hist], color=plotting.PALETTE["model"],
-            label="trained LSA")
+    plotting.loss_curve(ax, ctx.out / "metrics.jsonl", labels=["trained LSA"], ylabel="loss (1/2 MSE)")
     ax.axhline(main["optimal_gd_risk"], color=plotting.PALETTE["gd"], ls="--", label="optimal 1-step GD risk")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (1/2 MSE)")
     ax.legend()
     plotting.save_figure(fig, ctx.path("loss"))
 

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mesaopt import plotting
 from mesaopt.algorithms import DMMSE, Ridge
@@ -38,35 +38,22 @@ from mesaopt.experiments.base import ExperimentConfig, RunContext, register
 from mesaopt.io import atomic_write_text, to_json
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
-from mesaopt.train.config import Objective, Schedule
-from mesaopt.train.curriculum import Curriculum, Ramp
+from mesaopt.train import train
+from mesaopt.train.curriculum import Ramp
+from mesaopt.train.settings import train_settings
+
+# objective is always "prefix" (loss over all K positions); the Garg-style active-dims ramp (capped at d)
+# leaves the loss plateau within a CPU budget (train.curriculum: null = none, as in the paper)
+RaventosTrain = train_settings(
+    "RaventosTrain", dict(steps=3000, batch_size=128, lr=1e-3, schedule="warmup_cosine", warmup_steps=200,
+                          min_lr_ratio=0.05, grad_clip=1.0, eval_every=500, ckpt_every=1000,
+                          curriculum={"dims": {"start": 2, "end": 8, "inc": 1, "interval": 150}}),
+    owned=("objective",))
 
 
-class RaventosTrainConfig(TrainConfig):
-    """TrainConfig with this experiment's defaults (so ``--set train.steps=...`` keeps the others)."""
+class _RaventosSetup(ExperimentConfig):
+    """What every pretraining run shares: data (d, K, sigma^2), GPT shape, training, evaluation size."""
 
-    steps: int = Field(3000, ge=1, description="number of optimizer updates")
-    batch_size: int = Field(128, ge=1, description="sequences per training batch")
-    n_points: int = Field(16, ge=1, description="set to k by the experiment")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    schedule: Schedule = Field("warmup_cosine", description="lr schedule after the linear warmup")
-    warmup_steps: int = Field(200, ge=0, description="linear warmup steps")
-    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr / peak lr")
-    grad_clip: float | None = Field(1.0, gt=0, description="clip the global grad norm to this (None = off)")
-    eval_every: int = Field(500, ge=0, description="evaluate every k steps (0 = only at the end)")
-    ckpt_every: int = Field(1000, ge=0, description="checkpoint every k steps (0 = only at the end)")
-    objective: Objective = Field("prefix", description="prefix: loss over all K positions (set by the experiment)")
-    curriculum: Curriculum | None = Field(
-        default_factory=lambda: Curriculum(dims=Ramp(start=2, end=8, inc=1, interval=150)),
-        description="Garg-style active-dims ramp (capped at d) to leave the loss plateau within a CPU budget; "
-                    "null = none, as in the paper")
-
-
-class RaventosPoolConfig(ExperimentConfig):
-    """One pretraining run: task pool size M, data (d, K, sigma^2), GPT shape, training, evaluation size."""
-
-    n_tasks: int = Field(16, ge=1, description="task pool size M")
     d: int = Field(8, ge=1, description="input dimension D")
     k: int = Field(16, ge=1, description="in-context examples per sequence K (loss over all K positions)")
     noise_var: float = Field(0.25, gt=0, description="label noise variance sigma^2 (ridge uses lam = sigma^2)")
@@ -74,8 +61,23 @@ class RaventosPoolConfig(ExperimentConfig):
     heads: int = Field(2, ge=1, description="GPT attention heads")
     width: int = Field(64, ge=1, description="GPT residual width")
     eval_batch_size: int = Field(2048, ge=16, description="sequences per evaluation set (pool and fresh)")
-    train: RaventosTrainConfig = Field(default_factory=RaventosTrainConfig,
-                               description="training (n_points := k, objective := prefix, seed := seed)")
+    train: RaventosTrain = Field(default_factory=RaventosTrain, description="training (n_points = k, objective "
+                                 "= prefix, seed and device from above; curriculum dims capped at d)")
+
+    @model_validator(mode="after")
+    def _cap_dims(self) -> _RaventosSetup:
+        """Cap the curriculum's active-dims ramp at d (the default ramp targets d = 8), in the config itself."""
+        cur = self.train.curriculum
+        if cur is not None and cur.dims is not None and cur.dims.end > self.d:
+            dims = Ramp(start=min(cur.dims.start, self.d), end=self.d, inc=cur.dims.inc, interval=cur.dims.interval)
+            self.train = self.train.model_copy(update={"curriculum": cur.model_copy(update={"dims": dims})})
+        return self
+
+
+class RaventosPoolConfig(_RaventosSetup):
+    """One pretraining run at task pool size M."""
+
+    n_tasks: int = Field(16, ge=1, description="task pool size M")
 
 
 def _pool_task(cfg: RaventosPoolConfig) -> LinearRegression:
@@ -111,14 +113,9 @@ def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
     task = _pool_task(cfg)
     model = GPT(d=cfg.d, n_positions=cfg.k, layers=cfg.layers, heads=cfg.heads, width=cfg.width,
                 seed=derive_seed(cfg.seed, "init") % (2**31))
-    cur = cfg.train.curriculum
-    if cur is not None and cur.dims is not None and cur.dims.end > cfg.d:  # the default ramp targets d = 8
-        cur = cur.model_copy(update={"dims": Ramp(start=min(cur.dims.start, cfg.d), end=cfg.d, inc=cur.dims.inc,
-                                                  interval=cur.dims.interval)})
-    tcfg = cfg.train.model_copy(update={"n_points": cfg.k, "objective": "prefix", "seed": cfg.seed,
-                                        "curriculum": cur})
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=cfg.k, objective="prefix")
     res = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress)
-    model = res.model.eval()
+    model = res.model.cpu().eval()  # evaluation batches are sampled on the CPU
     metrics: dict[str, float] = {"n_tasks": float(cfg.n_tasks), "train_loss": float(res.history[-1]["loss"])
                                  if res.history and "loss" in res.history[-1] else float("nan")}
     for where, fresh in (("pool", False), ("fresh", True)):
@@ -128,19 +125,11 @@ def run_pool(cfg: RaventosPoolConfig, ctx: RunContext) -> dict[str, float]:
     return metrics
 
 
-class RaventosConfig(ExperimentConfig):
+class RaventosConfig(_RaventosSetup):
     """The task-diversity sweep: pool sizes M x seeds of ``raventos-pool``, run on a sweep engine."""
 
     m_values: list[int] = Field([2, 8, 32, 128, 512, 2048, 8192, 32768], description="task pool sizes M")
     n_seeds: int = Field(1, ge=1, description="seeds per M (seed, seed+1, ...)")
-    d: int = Field(8, ge=1, description="input dimension D")
-    k: int = Field(16, ge=1, description="in-context examples K")
-    noise_var: float = Field(0.25, gt=0, description="label noise variance sigma^2")
-    layers: int = Field(3, ge=1, description="GPT layers")
-    heads: int = Field(2, ge=1, description="GPT attention heads")
-    width: int = Field(64, ge=1, description="GPT residual width")
-    eval_batch_size: int = Field(2048, ge=16, description="sequences per evaluation set")
-    train: RaventosTrainConfig = Field(default_factory=RaventosTrainConfig, description="training of every M run")
     engine: Literal["local", "ray"] = Field("local", description="sweep engine: local | ray")
     address: str | None = Field(None, description="Ray cluster address (engine ray), e.g. auto")
     max_parallel: int | None = Field(None, ge=1, description="trials at once (local default: cores)")
@@ -203,9 +192,8 @@ def run_diversity(cfg: RaventosConfig, ctx: RunContext) -> dict[str, float]:
     """Sweep ``raventos-pool`` over M x seeds, aggregate per M, find the transition, draw the figure."""
     from mesaopt.sweeps import SweepSpec, run_sweep
 
-    base = {"d": cfg.d, "k": cfg.k, "noise_var": cfg.noise_var, "layers": cfg.layers, "heads": cfg.heads,
-            "width": cfg.width, "eval_batch_size": cfg.eval_batch_size, "device": cfg.device,
-            "train": cfg.train.model_dump(mode="json")}
+    shared = set(_RaventosSetup.model_fields) - {"seed", "threads"}  # the seed is a grid axis, threads per trial
+    base = cfg.model_dump(mode="json", include=shared)
     base_path = ctx.path("pool_base.yaml")
     atomic_write_text(base_path, yaml.safe_dump(base, sort_keys=False))
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]

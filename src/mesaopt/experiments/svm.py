@@ -64,8 +64,19 @@ def own_subspace_svm(problem: SelectionProblem, alpha: torch.Tensor, W: np.ndarr
         return None
 
 
+class _CPUConfig(ExperimentConfig):
+    """The svm-* experiments solve small float64 problems with numpy/cvxpy on the CPU: ``device`` stays cpu."""
+
+    @field_validator("device")
+    @classmethod
+    def _cpu(cls, v: str) -> str:
+        if v != "cpu":
+            raise ValueError(f"the svm experiments run on the CPU only, got {v!r}")
+        return v
+
+
 # ----------------------------------------------------------------------------------------------- implicit bias
-class ImplicitBiasConfig(ExperimentConfig):
+class ImplicitBiasConfig(_CPUConfig):
     """svm-implicit-bias: the papers' setting by default (n=6, T=8, d=10, eta=0.1, normalized GD, float64)."""
 
     n: int = Field(6, ge=1, description="sequences per problem")
@@ -249,7 +260,7 @@ def _plot_implicit_bias(main: dict, cfg: ImplicitBiasConfig, ctx: RunContext) ->
 
 
 # ---------------------------------------------------------------------------------------------- local / global
-class LocalGlobalConfig(ExperimentConfig):
+class LocalGlobalConfig(_CPUConfig):
     """svm-local-global: random problems and initializations per dimension d (n, T fixed)."""
 
     n: int = Field(6, ge=1, description="sequences per problem")
@@ -337,7 +348,7 @@ def _plot_local_global(cfg: LocalGlobalConfig, frac: dict, ctx: RunContext) -> N
 
 
 # ------------------------------------------------------------------------------------------- regularization path
-class RegPathConfig(ExperimentConfig):
+class RegPathConfig(_CPUConfig):
     """svm-regpath: constrained minimizers over growing Frobenius / nuclear balls."""
 
     n: int = Field(6, ge=1, description="sequences per problem")

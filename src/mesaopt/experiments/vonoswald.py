@@ -16,17 +16,16 @@ from mesaopt import constructions, plotting
 from mesaopt.algorithms import GD
 from mesaopt.analysis import metrics
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(steps=2000, batch_size=2048, n_points=11, lr=5e-3, weight_decay=0.0, optimizer="adam",
-                       schedule="cosine", min_lr_ratio=0.02, grad_clip=10.0, eval_every=100, eval_batch_size=4096,
-                       ckpt_every=500, loss="half_mse", objective="query")
+VonOswaldTrain = train_settings(
+    "VonOswaldTrain", dict(steps=2000, batch_size=2048, lr=5e-3, weight_decay=0.0, optimizer="adam",
+                           schedule="cosine", min_lr_ratio=0.02, grad_clip=10.0, eval_every=100,
+                           eval_batch_size=4096, ckpt_every=500, loss="half_mse", objective="query"))
 
 
 class VonOswaldGDConfig(ExperimentConfig):
@@ -40,11 +39,12 @@ class VonOswaldGDConfig(ExperimentConfig):
     init_std: float = Field(0.002, gt=0, description="std of the LSA's initial weights")
     eval_batch_size: int = Field(10000, ge=16, description="tasks in the final evaluation batch")
     lr_fit_batch_size: int = Field(10000, ge=16, description="tasks used to fit GD's optimal lr")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: VonOswaldTrain = Field(default_factory=VonOswaldTrain,
+                                  description="training; seed, device and n_points = n_context + 1 come from above")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; the LSA's (B, 11, 11) ops are fastest on one")
 
 
-def _gd_lr_scan(task: LinearRegression, cx, cy, qx, qy, best_lr: float, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+def _gd_lr_scan(cx, cy, qx, qy, best_lr: float, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Loss (1/2 MSE) of one GD step over a log grid of lrs around ``best_lr``: (n,), (n,)."""
     lrs = np.geomspace(best_lr / 10, best_lr * 4, n)
     # one GD step is linear in lr: prediction = lr * (prediction at lr = 1)
@@ -59,30 +59,20 @@ def _figures(ctx: RunContext, cfg: VonOswaldGDConfig, model: LSA, constr: LSA, g
     plotting.paper_style()
     import matplotlib.pyplot as plt
 
-    hist = [r for r in read_jsonl(ctx.out / "metrics.jsonl") if "eval_loss" in r]
-    steps = np.array([r["step"] for r in hist])
-
+    jsonl = ctx.out / "metrics.jsonl"
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    ax.plot(steps, [r["eval_loss"] for r in hist], color=plotting.PALETTE["model"], label="trained LSA (1 layer)")
+    plotting.loss_curve(ax, jsonl, labels=["trained LSA (1 layer)"], ylabel="loss (1/2 MSE)")
     ax.axhline(gd_loss, color=plotting.PALETTE["gd"], ls="--", label=f"1 step of GD (lr={gd_lr:.3f})")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (1/2 MSE)")
     ax.set_title(f"LSA vs GD, d={cfg.d}, N={cfg.n_context}")
     ax.legend()
     plotting.save_figure(fig, ctx.path("loss"))
 
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
-    axes[0].plot(steps, [r["sens_cos"] for r in hist], color=plotting.PALETTE["model"])
-    axes[0].set_ylim(min(0.0, min(r["sens_cos"] for r in hist)), 1.02)
-    axes[0].set_ylabel("cosine sim. of sensitivities")
-    axes[1].plot(steps, [r["pred_diff"] for r in hist], color=plotting.PALETTE["model"], label="preds diff")
-    axes[1].plot(steps, [r["model_diff"] for r in hist], color=plotting.PALETTE["gd"], label="model diff")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("LSA vs GD difference")
+    plotting.loss_curve(axes[0], jsonl, ["sens_cos"], ylabel="cosine sim. of sensitivities", log=False)
+    axes[0].set_ylim(min(0.0, float(np.min(axes[0].get_lines()[0].get_ydata()))), 1.02)
+    plotting.loss_curve(axes[1], jsonl, ["pred_diff", "model_diff"], labels=["preds diff", "model diff"],
+                        colors=[plotting.PALETTE["model"], plotting.PALETTE["gd"]], ylabel="LSA vs GD difference")
     axes[1].legend()
-    for a in axes:
-        a.set_xlabel("training step")
     fig.suptitle("Alignment of the trained LSA with one GD step")
     plotting.save_figure(fig, ctx.path("alignment"))
 
@@ -112,8 +102,6 @@ def _figures(ctx: RunContext, cfg: VonOswaldGDConfig, model: LSA, constr: LSA, g
                  "train.lr": 1e-2, "eval_batch_size": 4096, "lr_fit_batch_size": 4096})
 def run(cfg: VonOswaldGDConfig, ctx: RunContext) -> dict[str, float]:
     """Train the LSA, fit GD's lr, compare them and the exact construction; returns the metrics."""
-    if cfg.train.n_points != cfg.n_context + 1:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"n_points": cfg.n_context + 1})})
     task = LinearRegression(d=cfg.d, noise_std=cfg.noise_std, x_dist="uniform", input_range=cfg.input_range)
     n = cfg.n_context
 
@@ -133,8 +121,8 @@ def run(cfg: VonOswaldGDConfig, ctx: RunContext) -> dict[str, float]:
 
     model = LSA(d=cfg.d, layers=1, heads=cfg.heads, param="merged", init_std=cfg.init_std,
                 seed=derive_seed(cfg.seed, "init") % (2**31))
-    result = train(model, task, cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device}),
-                   out=ctx.out, resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=n + 1)
+    result = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
     model = result.model.cpu().eval()
 
     ev = task.sample(cfg.eval_batch_size, n + 1, generator(cfg.seed, "final-eval"))
@@ -166,6 +154,6 @@ def run(cfg: VonOswaldGDConfig, ctx: RunContext) -> dict[str, float]:
         "lsa_lr_effective": lsa_lr_eff,
         "train_steps": float(result.step),
     }
-    scan = _gd_lr_scan(task, cx, cy, qx, qy, gd_lr)
+    scan = _gd_lr_scan(cx, cy, qx, qy, gd_lr)
     _figures(ctx, cfg, model, constr.float(), gd_loss, lsa_loss, scan, gd_lr)
     return out

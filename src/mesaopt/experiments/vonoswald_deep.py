@@ -31,23 +31,19 @@ from mesaopt.algorithms import GD, GDPlusPlus
 from mesaopt.analysis import metrics
 from mesaopt.analysis.families import fit_gdpp, gd_predictions, sq_diff
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models import LSA
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import TrainConfig, train
+from mesaopt.train import train
+from mesaopt.train.settings import train_settings
 
 __all__ = ["VonOswaldDeepConfig", "aligned_construction", "projected_hparams"]
 
 
-_TRAIN_DEFAULTS = dict(steps=2500, batch_size=512, n_points=11, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
-                       min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100, eval_batch_size=2048,
-                       ckpt_every=1000, loss="half_mse", objective="query")
-
-
-def _default_train() -> TrainConfig:
-    return TrainConfig(**_TRAIN_DEFAULTS)
-
+VonOswaldDeepTrain = train_settings(
+    "VonOswaldDeepTrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
+                               min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100,
+                               eval_batch_size=2048, ckpt_every=1000, loss="half_mse", objective="query"))
 
 
 class VonOswaldDeepConfig(ExperimentConfig):
@@ -64,7 +60,9 @@ class VonOswaldDeepConfig(ExperimentConfig):
     interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
     deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
     deep_lr: float = Field(2e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at 1e-2 and 5e-3)")
-    train: TrainConfig = Field(default_factory=_default_train)
+    train: VonOswaldDeepTrain = Field(default_factory=VonOswaldDeepTrain,
+                                      description="training of every K; n_points = n_context + 1, seed derived "
+                                                  "from seed and K, lr capped at deep_lr for K >= deep_from")
 
     @field_validator("ks")
     @classmethod
@@ -146,9 +144,9 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
 
     model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
                 seed=derive_seed(cfg.seed, "init", k) % (2**31))
-    tcfg = cfg.train.model_copy(update={"seed": derive_seed(cfg.seed, "train", k) % (2**31), "device": cfg.device,
-                                        "n_points": n + 1,
-                                        "lr": min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr})
+    lr = min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr
+    tcfg = cfg.train.to_train(seed=derive_seed(cfg.seed, "train", k) % (2**31), device=cfg.device, n_points=n + 1,
+                              derived={"lr": lr})
     res = train(model, task, tcfg, out=ctx.path(f"k{k}"), resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
     model = res.model.cpu().eval()
 
@@ -181,7 +179,6 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
     out["interp_loss"] = float(np.interp(0.5, alphas, curve))
     out["_curve"] = curve
     out["_alphas"] = alphas.tolist()
-    out["_hist"] = [r for r in read_jsonl(ctx.out / f"k{k}" / "metrics.jsonl") if "eval_loss" in r]
     return out
 
 
@@ -205,13 +202,10 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     ax.legend()
     ax = axes[1]
     for i, k in enumerate(ks):
-        h = per_k[k]["_hist"]
         c = cmap(i / max(len(ks) - 1, 1))
-        ax.plot([r["step"] for r in h], [r["eval_loss"] for r in h], color=c, label=f"K={k}")
+        plotting.loss_curve(ax, ctx.out / f"k{k}" / "metrics.jsonl", labels=[f"K={k}"], colors=[c],
+                            ylabel="loss (1/2 MSE); dashed: GD++")
         ax.axhline(per_k[k]["gdpp_loss"], color=c, ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (1/2 MSE); dashed: GD++")
     ax.legend(ncol=2)
     fig.suptitle(f"Deep LSA vs K steps of GD / GD++ (d={cfg.d}, N={cfg.n_context})")
     fig.tight_layout()

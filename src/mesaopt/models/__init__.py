@@ -7,43 +7,24 @@ constructor arguments plus ``"kind"``) so that checkpoints store the config next
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 import torch
 
-from mesaopt.errors import ConfigError
+from mesaopt.registry import Registry
 
-REGISTRY: dict[str, type[torch.nn.Module]] = {}
-
-
-def register(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
-    """Class decorator: make a model class buildable from ``{"kind": cls.kind, ...}``."""
-    REGISTRY[cls.kind] = cls
-    return cls
-
-
-def _discover() -> None:
-    import mesaopt.models as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if not m.name.startswith("_"):
-            importlib.import_module(f"mesaopt.models.{m.name}")
+REGISTRY: Registry[type[torch.nn.Module]] = Registry("model.kind must be one of {names}, got {name!r}",
+                                                     "mesaopt.models")
+register = REGISTRY.register  # class decorator: make a model class buildable from {"kind": cls.kind, ...}
 
 
 def build(spec: dict) -> torch.nn.Module:
     """Build a model from ``{"kind": ..., **kwargs}``; ConfigError names an unknown kind."""
-    _discover()
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind not in REGISTRY:
-        raise ConfigError(f"model.kind must be one of {sorted(REGISTRY)}, got {kind!r}")
-    return REGISTRY[kind](**spec)
+    return REGISTRY.build(spec)
 
 
 def kinds() -> list[str]:
     """Names of all model kinds."""
-    _discover()
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 _CLASSES = {"LSA": "lsa", "SoftmaxAttention": "softmax", "GPT": "gpt", "EBT": "ebt"}

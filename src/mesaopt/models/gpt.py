@@ -25,7 +25,7 @@ from torch import nn
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
-from mesaopt.models.tokens import interleave
+from mesaopt.models.tokens import fold_queries, interleave
 from mesaopt.seeding import generator as seeded_generator
 
 SIZES: dict[str, dict[str, int]] = {
@@ -153,11 +153,7 @@ class GPT(nn.Module):
     @staticmethod
     def _fold(ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> torch.Tensor:
         """Fold each query into the batch: tokens (B*Q, 2N+1, d+1) = context tokens then x_query."""
-        b, n, d = ctx_x.shape
-        q = qry_x.shape[1]
-        xs = torch.cat([ctx_x.unsqueeze(1).expand(b, q, n, d), qry_x.unsqueeze(2)], dim=2).reshape(b * q, n + 1, d)
-        ys = torch.cat([ctx_y.unsqueeze(1).expand(b, q, n), ctx_y.new_zeros(b, q, 1)], dim=2).reshape(b * q, n + 1)
-        return interleave(xs, ys)[:, :-1]  # drop the query's (unknown) y-token
+        return interleave(*fold_queries(ctx_x, ctx_y, qry_x))[:, :-1]  # drop the query's (unknown) y-token
 
     def prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """(B, T, d), (B, T) -> (B, T): prediction for y_t from (x_0, y_0, ..., x_t), one forward pass."""

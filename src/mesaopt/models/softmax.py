@@ -29,6 +29,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from mesaopt.config import check_float, check_int
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_prefix_inputs
 from mesaopt.models import register
@@ -38,12 +39,6 @@ from mesaopt.seeding import generator
 __all__ = ["SoftmaxAttention", "READOUT_SIGN"]
 
 READOUT_SIGN = -1.0  # prediction = READOUT_SIGN * y-slot of the query token (same convention as LSA)
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"model.{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -62,20 +57,17 @@ class SoftmaxAttention(nn.Module):
     def __init__(self, d: int, layers: int = 1, heads: int = 1, key_size: int | None = None,
                  context: Literal["full", "causal"] = "full", init_std: float = 0.02, seed: int = 0) -> None:
         super().__init__()
-        self.d = _check_int("d", d, 1)
-        self.layers = _check_int("layers", layers, 1)
-        self.heads = _check_int("heads", heads, 1)
+        self.d = check_int("model.d", d, 1)
+        self.layers = check_int("model.layers", layers, 1)
+        self.heads = check_int("model.heads", heads, 1)
         if key_size is not None:
-            _check_int("key_size", key_size, 1)
+            check_int("model.key_size", key_size, 1)
         self.key_size = key_size
         if context not in ("full", "causal"):
             raise ConfigError(f"model.context must be one of ['full', 'causal'], got {context!r}")
         self.context = context
-        if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not math.isfinite(init_std) \
-                or init_std < 0:
-            raise ConfigError(f"model.init_std must be a finite number >= 0, got {init_std!r}")
-        self.init_std = float(init_std)
-        self.seed = _check_int("seed", seed, 0)
+        self.init_std = check_float("model.init_std", init_std, 0.0)
+        self.seed = check_int("model.seed", seed, 0)
         D, k, L, H = d + 1, key_size or d + 1, self.layers, self.heads
         g = generator(self.seed, "softmax-init")
 

@@ -14,7 +14,7 @@ import torch
 from mesaopt.errors import ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 
-__all__ = ["concat_tokens", "split_concat", "interleave", "deinterleave", "Y_SLOT"]
+__all__ = ["concat_tokens", "split_concat", "interleave", "deinterleave", "fold_queries", "Y_SLOT"]
 
 Y_SLOT = -1  # index of the y coordinate in every token
 
@@ -44,6 +44,19 @@ def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     x_tok = torch.cat([xs, xs.new_zeros(b, t, 1)], dim=-1)
     y_tok = torch.cat([xs.new_zeros(b, t, d), ys.unsqueeze(-1).to(xs.dtype)], dim=-1)
     return torch.stack([x_tok, y_tok], dim=2).reshape(b, 2 * t, d + 1)
+
+
+def fold_queries(ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence per query, folded into the batch: (B, N, d), (B, N), (B, Q, d) -> xs (B*Q, N+1, d), ys (B*Q, N+1).
+
+    Row ``b * Q + q`` is the context of problem b followed by its query q (whose y is 0); unfold a per-row
+    result ``r`` (B*Q, ...) with ``r.reshape(B, Q, ...)``.
+    """
+    b, n, d = ctx_x.shape
+    q = qry_x.shape[1]
+    xs = torch.cat([ctx_x.unsqueeze(1).expand(b, q, n, d), qry_x.unsqueeze(2)], dim=2).reshape(b * q, n + 1, d)
+    ys = torch.cat([ctx_y.unsqueeze(1).expand(b, q, n), ctx_y.new_zeros(b, q, 1)], dim=2).reshape(b * q, n + 1)
+    return xs, ys
 
 
 def deinterleave(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,7 @@ def write_payload(trial_dir: Path, payload: dict[str, Any]) -> None:
 def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
     """True if ``trial_dir`` holds config.yaml of an earlier attempt with exactly this config."""
     from mesaopt.config import build_config
+    from mesaopt.experiments.base import upgrade_saved_config
     from mesaopt.io import load_yaml
 
     saved = trial_dir / CONFIG_FILE
@@ -71,6 +72,7 @@ def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
         data = load_yaml(saved)
         if data.pop("experiment", exp.name) != exp.name:
             return False
+        data = upgrade_saved_config(exp.config_cls, data)
         return build_config(exp.config_cls, data).model_dump(mode="json") == cfg.model_dump(mode="json")
     except Exception:  # noqa: BLE001 - unreadable or outdated: start the trial afresh
         return False
@@ -78,29 +80,27 @@ def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
 
 def run_trial(trial_dir: str | Path, payload: dict[str, Any]) -> dict[str, Any]:
     """Run one trial here; return {"status": "ok"|"failed", "error", "wall_s", "results"}; never raises."""
-    import torch
-
     from mesaopt import experiments
     from mesaopt.config import build_config
+    from mesaopt.runtime import threads
 
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        threads = max(1, int(payload.get("threads") or 1))
-        torch.set_num_threads(threads)
         import_experiment(payload.get("source"))
         from mesaopt.experiments.base import REGISTRY
 
         name = payload["experiment"]
         exp = REGISTRY[name] if name in REGISTRY else experiments.get(name)
         cfg = build_config(exp.config_cls, payload["config"], where=f"trial config in {trial_dir}")
-        if _same_saved_config(trial_dir, exp, cfg):  # an earlier attempt was killed or failed: continue it
-            experiments.run(exp.name, out=trial_dir, resume=True, progress=False)
-        else:
-            (trial_dir / CONFIG_FILE).unlink(missing_ok=True)
-            experiments.run(exp.name, out=trial_dir, config=cfg, progress=False)
+        with threads(max(1, int(payload.get("threads") or 1))):
+            if _same_saved_config(trial_dir, exp, cfg):  # an earlier attempt was killed or failed: continue it
+                experiments.run(exp.name, out=trial_dir, resume=True, progress=False)
+            else:
+                (trial_dir / CONFIG_FILE).unlink(missing_ok=True)
+                experiments.run(exp.name, out=trial_dir, config=cfg, progress=False)
         return {"status": "ok", "error": None, "wall_s": time.perf_counter() - t0,
                 "results": read_results(trial_dir)}
     except KeyboardInterrupt:

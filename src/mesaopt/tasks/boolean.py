@@ -18,6 +18,7 @@ Conventions follow the paper's code (github.com/satwik77/incontext-bool):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -71,47 +72,43 @@ class _Boolean(Task):
     d: int = Field(28, ge=1, description="number of boolean input variables")
 
 
-def _forced_literals(task, batch_size: int, n_points: int, generator: torch.Generator | None,
-                     device: torch.device | str, dtype: torch.dtype, sign: float):
-    """w (B, d) literals, xs (B, T, d) in +-1 (forced rows set to sign*w on its support), forced (B, T)."""
-    check_sample_args(batch_size, n_points)
-    g = default_generator(generator, device)
-    w = sample_literals(batch_size, task.d, task.p_literal, g, device, dtype)
-    xs = sample_pm1((batch_size, n_points, task.d), g, device, dtype)
-    forced = torch.rand(batch_size, n_points, generator=g, device=device) < task.p_force
-    lit = (w != 0).unsqueeze(1) & forced.unsqueeze(-1)  # (B, T, d): coordinates to overwrite
-    xs = torch.where(lit, sign * w.unsqueeze(1).expand_as(xs), xs)
-    return w, xs, forced
+class _ForcedLiterals(_Boolean):
+    """Literals w (B, d) in {-1, 0, 1}; a fraction p_force of examples has x = sign * w on w's support."""
+
+    kind: ClassVar[str] = "_forced_literals"
+    sign: ClassVar[float] = 1.0
+    labels: ClassVar[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = staticmethod(conjunction_labels)
+    p_literal: float = Field(0.3, ge=0.0, le=1.0, description="probability that a variable is a literal")
+    p_force: float = Field(0.3, ge=0.0, le=1.0, description="probability that an example is forced (conjunction: "
+                                                            "positive, disjunction: negative)")
+
+    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """xs (B, T, d) in +-1, ys (B, T) in +-1, params {"w": (B, d) in {-1,0,1}, "forced": (B, T) bool}."""
+        check_sample_args(batch_size, n_points)
+        g = default_generator(generator, device)
+        w = sample_literals(batch_size, self.d, self.p_literal, g, device, dtype)
+        xs = sample_pm1((batch_size, n_points, self.d), g, device, dtype)
+        forced = torch.rand(batch_size, n_points, generator=g, device=device) < self.p_force
+        lit = (w != 0).unsqueeze(1) & forced.unsqueeze(-1)  # (B, T, d): coordinates to overwrite
+        xs = torch.where(lit, self.sign * w.unsqueeze(1).expand_as(xs), xs)
+        return TaskBatch(xs, self.labels(xs, w), {"w": w, "forced": forced})
 
 
 @register
-class Conjunction(_Boolean):
+class Conjunction(_ForcedLiterals):
     """AND of random literals; a fraction p_force of examples is forced positive (Bhattamishra et al.)."""
 
     kind: ClassVar[str] = "conjunction"
-    p_literal: float = Field(0.3, ge=0.0, le=1.0, description="probability that a variable is a literal")
-    p_force: float = Field(0.3, ge=0.0, le=1.0, description="probability that an example is forced positive")
-
-    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
-        """xs (B, T, d) in +-1, ys (B, T) in +-1, params {"w": (B, d) in {-1,0,1}, "forced": (B, T) bool}."""
-        w, xs, forced = _forced_literals(self, batch_size, n_points, generator, device, dtype, sign=1.0)
-        return TaskBatch(xs, conjunction_labels(xs, w), {"w": w, "forced": forced})
 
 
 @register
-class Disjunction(_Boolean):
+class Disjunction(_ForcedLiterals):
     """OR of random literals; a fraction p_force of examples is forced negative (Bhattamishra et al.)."""
 
     kind: ClassVar[str] = "disjunction"
-    p_literal: float = Field(0.3, ge=0.0, le=1.0, description="probability that a variable is a literal")
-    p_force: float = Field(0.3, ge=0.0, le=1.0, description="probability that an example is forced negative")
-
-    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
-        """xs (B, T, d) in +-1, ys (B, T) in +-1, params {"w": (B, d) in {-1,0,1}, "forced": (B, T) bool}."""
-        w, xs, forced = _forced_literals(self, batch_size, n_points, generator, device, dtype, sign=-1.0)
-        return TaskBatch(xs, disjunction_labels(xs, w), {"w": w, "forced": forced})
+    sign: ClassVar[float] = -1.0
+    labels: ClassVar[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = staticmethod(disjunction_labels)
 
 
 @register

@@ -40,64 +40,70 @@ def tree_forward(xs: torch.Tensor, coords: torch.Tensor, leaves: torch.Tensor) -
     return leaves.gather(1, node - n_internal)
 
 
+class _RandomFunction(Task):
+    """Shared fields and sampling of the function families: draw params, then xs, then y = f(xs) + noise."""
+
+    kind: ClassVar[str] = "_random_function"
+    d: int = Field(20, ge=1, description="input dimension")
+    noise_std: float = Field(0.0, ge=0.0, description="std of Gaussian label noise")
+    x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
+    input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
+
+    def sample_params(self, batch_size: int, g: torch.Generator, device: torch.device | str,
+                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """One function per sequence: tensors with leading dimension B (see the subclass)."""
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """xs (B, T, d), ys (B, T) = f(xs) (+ noise), params of ``sample_params``."""
+        check_sample_args(batch_size, n_points)
+        g = default_generator(generator, device)
+        params = self.sample_params(batch_size, g, device, dtype)
+        xs = sample_x(self.x_dist, batch_size, n_points, self.d, g, device, dtype, self.input_range)
+        ys = self.evaluate(xs, params)
+        if self.noise_std > 0:
+            ys = ys + self.noise_std * torch.randn(ys.shape, generator=g, device=device, dtype=dtype)
+        return TaskBatch(xs, ys, params)
+
+
 @register
-class ReLUNet2(Task):
+class ReLUNet2(_RandomFunction):
     """y = relu(x^T W1) w2 with W1 ~ N(0, 1)^(d x h), w2 ~ N(0, 2/h)^h (Garg's 2-layer ReLU network)."""
 
     kind: ClassVar[str] = "relu2"
 
-    d: int = Field(20, ge=1, description="input dimension")
     hidden: int = Field(100, ge=1, description="hidden units h of the target network")
     scale: float = Field(1.0, gt=0.0, description="multiplies the output (Garg's `scale`)")
-    noise_std: float = Field(0.0, ge=0.0, description="std of Gaussian label noise")
-    x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
-    input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
 
     def evaluate(self, xs: torch.Tensor, params: dict) -> torch.Tensor:
         """Noise-free labels of sampled networks: xs (B, T, d), params {"w1", "w2"} -> ys (B, T)."""
         return relu_net2_forward(xs, params["w1"], params["w2"])
 
-    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
-        """xs (B, T, d), ys (B, T), params {"w1": (B, d, h), "w2": (B, h)} (w2 includes sqrt(2/h)*scale)."""
-        check_sample_args(batch_size, n_points)
-        g = default_generator(generator, device)
+    def sample_params(self, batch_size: int, g: torch.Generator, device: torch.device | str,
+                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """{"w1": (B, d, h), "w2": (B, h)} (w2 includes sqrt(2/h) * scale)."""
         w1 = torch.randn(batch_size, self.d, self.hidden, generator=g, device=device, dtype=dtype)
         w2 = torch.randn(batch_size, self.hidden, generator=g, device=device, dtype=dtype)
-        w2 = w2 * (math.sqrt(2.0 / self.hidden) * self.scale)
-        xs = sample_x(self.x_dist, batch_size, n_points, self.d, g, device, dtype, self.input_range)
-        ys = relu_net2_forward(xs, w1, w2)
-        if self.noise_std > 0:
-            ys = ys + self.noise_std * torch.randn(ys.shape, generator=g, device=device, dtype=dtype)
-        return TaskBatch(xs, ys, {"w1": w1, "w2": w2})
+        return {"w1": w1, "w2": w2 * (math.sqrt(2.0 / self.hidden) * self.scale)}
 
 
 @register
-class DecisionTree(Task):
+class DecisionTree(_RandomFunction):
     """Depth-D binary tree: node tests x_c > 0 for a uniform random coordinate c, leaves ~ N(0, 1)."""
 
     kind: ClassVar[str] = "tree"
 
-    d: int = Field(20, ge=1, description="input dimension")
     depth: int = Field(4, ge=1, le=16, description="depth D of the tree (2^D leaves)")
-    noise_std: float = Field(0.0, ge=0.0, description="std of Gaussian label noise")
-    x_dist: XDist = Field("gaussian", description="gaussian | uniform (anisotropic is not supported here)")
-    input_range: float = Field(2.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)^d")
 
     def evaluate(self, xs: torch.Tensor, params: dict) -> torch.Tensor:
         """Noise-free labels of sampled trees: xs (B, T, d), params {"coords", "leaves"} -> ys (B, T)."""
         return tree_forward(xs, params["coords"], params["leaves"])
 
-    def sample(self, batch_size: int, n_points: int, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TaskBatch:
-        """xs (B, T, d), ys (B, T), params {"coords": (B, 2^D - 1) long, "leaves": (B, 2^D)}."""
-        check_sample_args(batch_size, n_points)
-        g = default_generator(generator, device)
+    def sample_params(self, batch_size: int, g: torch.Generator, device: torch.device | str,
+                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """{"coords": (B, 2^D - 1) long, "leaves": (B, 2^D)}."""
         n_leaves = 2**self.depth
         coords = torch.randint(0, self.d, (batch_size, n_leaves - 1), generator=g, device=device)
         leaves = torch.randn(batch_size, n_leaves, generator=g, device=device, dtype=dtype)
-        xs = sample_x(self.x_dist, batch_size, n_points, self.d, g, device, dtype, self.input_range)
-        ys = tree_forward(xs, coords, leaves)
-        if self.noise_std > 0:
-            ys = ys + self.noise_std * torch.randn(ys.shape, generator=g, device=device, dtype=dtype)
-        return TaskBatch(xs, ys, {"coords": coords, "leaves": leaves})
+        return {"coords": coords, "leaves": leaves}
