@@ -59,5 +59,8 @@ def test_ols_curve_matches_numpy_lstsq(quick):
 
 
 def test_config_rejects_inconsistent_sizes():
-    with pytest.raises(ConfigError, match="n_points"):
-        experiments.make_config("garg-d20", {"train.n_points": 11})
+    with pytest.raises(ConfigError, match="train.n_points"):
+        experiments.make_config("garg-d20", {"train.n_points": 11})  # owned by the experiment: n_points
+    with pytest.raises(ConfigError, match="stop.at"):
+        experiments.make_config("garg-d20", {"n_points": 21})
+    assert experiments.make_config("garg-d20", {"n_points": 21, "train.stop.at": 20}).train.stop.at == 20

@@ -13,8 +13,7 @@ from mesaopt.experiments import make_config
 from mesaopt.train import TrainConfig
 from mesaopt.train.settings import EXPERIMENT_OWNED, TrainSettings, train_settings
 
-# ebt-system2 has its own fit config (reworked by the lead)
-EXPERIMENTS = [n for n in experiments.names() if n != "ebt-system2"]
+EXPERIMENTS = experiments.names()
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -83,7 +82,7 @@ def test_settings_validators_and_errors():
         validate(Settings, {"warmup_steps": 200})
     with pytest.raises(ConfigError, match="lr: Input should be a finite number"):
         validate(Settings, {"lr": "nan"})
-    with pytest.raises(ConfigError, match="n_points must be >= 2"):
+    with pytest.raises(ConfigError, match="n_points must be > n_queries"):
         Settings().to_train(seed=0, device="cpu", n_points=1)
     with pytest.raises(TypeError, match="owned"):
         Settings().to_train(seed=0, device="cpu")

@@ -34,12 +34,12 @@ from mesaopt.analysis import metrics
 from mesaopt.config import StrictModel
 from mesaopt.errors import ConfigError
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.io import read_jsonl
 from mesaopt.models.ebt import EBT, EBTFeedForward
 from mesaopt.seeding import derive_seed, generator
 from mesaopt.tasks import Task, build
 from mesaopt.train import TrainConfig, train
 from mesaopt.train.hooks import EBTLoss
+from mesaopt.train.settings import train_settings
 
 TaskName = Literal["linear", "relu2"]
 CONDITIONS = ("id", "ood_noise", "ood_long")
@@ -79,10 +79,13 @@ class EBTTrainExtras(StrictModel):
     replay_size: int = Field(4096, ge=1, description="replay buffer capacity (contexts)")
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(steps=1000, batch_size=64, n_queries=8, n_points=23, lr=1e-3, weight_decay=0.0,
-                       schedule="cosine", warmup_steps=100, min_lr_ratio=0.05, grad_clip=1.0, objective="query",
-                       loss="mse", eval_every=0, eval_batch_size=64, ckpt_every=500, log_every=25)
+EBTTrain = train_settings(
+    "EBTTrain", dict(steps=1000, batch_size=64, n_queries=8, lr=1e-3, weight_decay=0.0, schedule="cosine",
+                     warmup_steps=100, min_lr_ratio=0.05, grad_clip=1.0, loss="mse",
+                     eval_every=0, eval_batch_size=64, ckpt_every=500, log_every=25),
+    owned=("lr_multipliers", "objective"),
+    doc="optimisation shared by the EBT and its twin (same batches, same number of updates); the experiment "
+        "sets seed, device, n_points = n_context + n_queries, the query objective and the EBT's alpha lr group")
 
 
 class EBTSystem2Config(ExperimentConfig):
@@ -97,8 +100,8 @@ class EBTSystem2Config(ExperimentConfig):
     relu_hidden: int = Field(100, ge=1, description="hidden units of the relu2 target networks")
     model: BackboneConfig = Field(default_factory=BackboneConfig)
     ebt: EBTConfig = Field(default_factory=EBTConfig)
-    train: TrainConfig = Field(default_factory=_default_train, description="optimisation shared by both models "
-                               "(same batches, same number of updates); n_points is n_context + train.n_queries")
+    train: EBTTrain = Field(default_factory=EBTTrain, description="optimisation shared by both models "
+                            "(same batches, same number of updates); n_points is n_context + train.n_queries")
     ebt_train: EBTTrainExtras = Field(default_factory=EBTTrainExtras)
     eval_batch_size: int = Field(512, ge=8, description="contexts per evaluation condition")
     eval_queries: int = Field(8, ge=1, description="queries per evaluation context")
@@ -142,10 +145,10 @@ def ridge_for(task: Task) -> Ridge:
 def train_config(cfg: EBTSystem2Config, seed_name: str, is_ebt: bool) -> TrainConfig:
     """The TrainConfig of one model: the run's ``train`` with n_points = n_context + n_queries, the task's own
     data seed (so the EBT and its twin see identical batches) and, for the EBT, the alpha lr multiplier."""
-    return cfg.train.model_copy(update={
-        "n_points": cfg.n_context + cfg.train.n_queries, "device": cfg.device,
-        "seed": derive_seed(cfg.seed, "train", seed_name) % (2**31),
-        "lr_multipliers": {"alpha_raw": cfg.ebt_train.alpha_lr_mult} if is_ebt and cfg.ebt.alpha_learnable else {}})
+    return cfg.train.to_train(
+        n_points=cfg.n_context + cfg.train.n_queries, device=cfg.device, objective="query",
+        seed=derive_seed(cfg.seed, "train", seed_name) % (2**31),
+        lr_multipliers={"alpha_raw": cfg.ebt_train.alpha_lr_mult} if is_ebt and cfg.ebt.alpha_learnable else {})
 
 
 def fit(model: EBT | EBTFeedForward, task: Task, cfg: EBTSystem2Config, out: Path, seed_name: str,
@@ -291,13 +294,9 @@ def _figures(ctx: RunContext, cfg: EBTSystem2Config, evals: dict, analysis: dict
         for kind, color in (("ebt", plotting.PALETTE["model"]), ("ff", plotting.PALETTE["gd"])):
             p = ctx.out / name / kind / "metrics.jsonl"
             if p.is_file():
-                key = "final_mse" if kind == "ebt" else "loss"
-                hist = [r for r in read_jsonl(p) if key in r]
-                ax.plot([r["step"] for r in hist], [r[key] for r in hist], color=color,
-                        label="EBT (final step)" if kind == "ebt" else "feed-forward")
-        ax.set_yscale("log")
-        ax.set_xlabel("training update")
-        ax.set_ylabel("training MSE")
+                plotting.loss_curve(ax, p, ["final_mse" if kind == "ebt" else "loss"], colors=[color],
+                                    labels=["EBT (final step)" if kind == "ebt" else "feed-forward"],
+                                    ylabel="training MSE")
         ax.set_title(name)
         ax.legend(fontsize=7)
     plotting.save_figure(fig, ctx.path("ebt_training"))

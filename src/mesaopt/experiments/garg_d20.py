@@ -34,20 +34,26 @@ from mesaopt.seeding import generator
 from mesaopt.tasks import LinearRegression
 from mesaopt.train import TrainConfig, train
 from mesaopt.train.curriculum import Curriculum, Gate, Ramp
+from mesaopt.train.settings import train_settings
 from mesaopt.train.stop import StopRule
 
+RECIPE: dict = dict(
+    steps=40_000, batch_size=64, lr=5e-4, optimizer="adamw", weight_decay=0.0, warmup_steps=200, grad_clip=1.0,
+    objective="prefix", loss="mse", schedule="cosine_after_curriculum", decay_steps=12_000, min_lr_ratio=0.1,
+    curriculum=Curriculum(mode="gated", dims=Ramp(start=2, end=20, inc=1, interval=1),
+                          points=Ramp(start=6, end=41, inc=3, interval=1),
+                          gate=Gate(threshold=0.15, min_steps=100, ema=0.9, late=1.5)),
+    stop=StopRule(target=0.05, at=40, fresh_sequences=4000),
+    eval_every=200, eval_batch_size=500, ckpt_every=200, log_every=50)
+"""The time-to-curve recipe (``train:`` defaults of garg-d20; the experiment sets seed, device, n_points)."""
 
-def recipe() -> TrainConfig:
-    """The time-to-curve recipe as a TrainConfig (d = 20, 41 points)."""
-    return TrainConfig(
-        steps=40_000, batch_size=64, n_points=41, lr=5e-4, optimizer="adamw", weight_decay=0.0,
-        warmup_steps=200, grad_clip=1.0, objective="prefix", loss="mse",
-        schedule="cosine_after_curriculum", decay_steps=12_000, min_lr_ratio=0.1,
-        curriculum=Curriculum(mode="gated", dims=Ramp(start=2, end=20, inc=1, interval=1),
-                              points=Ramp(start=6, end=41, inc=3, interval=1),
-                              gate=Gate(threshold=0.15, min_steps=100, ema=0.9, late=1.5)),
-        stop=StopRule(target=0.05, at=40, fresh_sequences=4000),
-        eval_every=200, eval_batch_size=500, ckpt_every=200, log_every=50)
+GargD20Train = train_settings("GargD20Train", RECIPE, doc="garg-d20 training: the time-to-curve recipe "
+                              "(train.stop ends it early; seed, device and n_points come from the experiment)")
+
+
+def recipe(n_points: int = 41, seed: int = 0) -> TrainConfig:
+    """The time-to-curve recipe as a full TrainConfig (d = 20, ``n_points`` points)."""
+    return GargD20Train().to_train(seed=seed, device="cpu", n_points=n_points)
 
 
 class GargD20Config(ExperimentConfig):
@@ -56,14 +62,13 @@ class GargD20Config(ExperimentConfig):
     d: int = Field(20, ge=1, description="input dimension (Garg: 20)")
     n_points: int = Field(41, ge=2, description="(x, y) points per sequence (Garg: 2d + 1 = 41)")
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(size="tiny", layers=6, heads=4, width=64))
-    train: TrainConfig = Field(default_factory=recipe, description="the training recipe (train.stop ends it early)")
+    train: GargD20Train = Field(default_factory=GargD20Train, description="the training recipe (train.stop ends it "
+                                                                          "early)")
     eval_sequences: int = Field(4000, ge=1, description="held-out sequences of the final curve (own seed stream)")
     eval_chunk: int = Field(500, ge=1, description="sequences per forward pass of the final evaluation")
 
     @model_validator(mode="after")
     def _consistent(self) -> GargD20Config:
-        if self.train.n_points != self.n_points:
-            raise ValueError(f"train.n_points ({self.train.n_points}) must equal n_points ({self.n_points})")
         if self.train.stop is not None and self.train.stop.at >= self.n_points:
             raise ValueError(f"train.stop.at must be < n_points ({self.n_points})")
         return self
@@ -118,7 +123,7 @@ def _figures(ctx: RunContext, cfg: GargD20Config, curves: dict[str, np.ndarray],
 @register("garg-d20", "Garg's d=20 GPT trained with the fastest recipe (gated curriculum, fresh-data stop rule)",
           config=GargD20Config,
           quick={"d": 4, "n_points": 9, "model.layers": 1, "model.heads": 2, "model.width": 16,
-                 "train.n_points": 9, "train.batch_size": 16, "train.warmup_steps": 2, "train.steps": 9,
+                 "train.batch_size": 16, "train.warmup_steps": 2, "train.steps": 9,
                  "train.curriculum.dims": {"start": 2, "end": 4, "inc": 1, "interval": 1},
                  "train.curriculum.points": {"start": 5, "end": 9, "inc": 2, "interval": 1},
                  "train.curriculum.gate": {"threshold": 100.0, "min_steps": 2, "ema": 0.5},
@@ -130,7 +135,7 @@ def run(cfg: GargD20Config, ctx: RunContext) -> dict[str, float]:
     """Train the GPT with the recipe (resumable), then score it and OLS on fresh sequences."""
     task = LinearRegression(d=cfg.d)
     model = cfg.model.build(cfg.d, cfg.n_points, seed=cfg.seed)
-    tcfg = cfg.train.model_copy(update={"seed": cfg.seed, "device": cfg.device})
+    tcfg = cfg.train.to_train(seed=cfg.seed, device=cfg.device, n_points=cfg.n_points)
     res = train(model, task, tcfg, out=ctx.out, resume=ctx.resume, progress=ctx.progress)
     history = read_jsonl(ctx.out / "metrics.jsonl")
     curves = final_curves(res.model, task, cfg)

@@ -38,7 +38,7 @@ class TrainSettings(StrictModel):
 
     ``owned`` names the ``TrainConfig`` fields left out (the experiment sets them in ``to_train``). Validation
     runs ``TrainConfig``'s field validators of the remaining fields and its cross-field checks, with
-    ``TrainConfig``'s defaults standing in for the owned fields; the final word is ``to_train``'s, which
+    permissive stand-ins for the owned fields (a large n_points); the final word is ``to_train``'s, which
     validates the full ``TrainConfig`` with the real owned values.
     """
 
@@ -47,7 +47,10 @@ class TrainSettings(StrictModel):
     @model_validator(mode="after")
     def _as_train_config(self) -> TrainSettings:
         try:
-            TrainConfig.model_validate(dict(self))  # TrainConfig's defaults stand in for the owned fields
+            # permissive stand-ins for the owned fields (n_points: large, so "n_points > x" rules pass); to_train
+            # checks the real values
+            stand_in = {"n_points": 2**30} if "n_points" in self.owned else {}
+            TrainConfig.model_validate({**stand_in, **dict(self)})
         except ValidationError as e:
             cross = [err["msg"].removeprefix("Value error, ") for err in e.errors() if not err["loc"]]
             if cross:
@@ -101,7 +104,8 @@ def train_settings(name: str, defaults: dict[str, Any] | None = None, owned: Ite
     bad = set(defaults) & set(owned_all) or set(defaults) - set(TrainConfig.model_fields)
     if bad:
         raise TypeError(f"defaults {sorted(bad)} are owned by the experiment or not TrainConfig fields")
-    typed = TrainConfig.model_validate(defaults)  # validated, nested dicts -> models
+    stand_in = {"n_points": 2**30} if "n_points" in owned_all else {}  # as in TrainSettings' validator
+    typed = TrainConfig.model_validate({**stand_in, **defaults})  # validated, nested dicts -> models
     fields: dict[str, Any] = {}
     for fname, info in TrainConfig.model_fields.items():
         if fname in owned_all:
