@@ -102,6 +102,10 @@ class HookedMixin:
             return None
         return getattr(self, TREE).get_submodule(f"{prefix}blocks.{layer}")
 
+    def _tree(self) -> nn.Module | None:
+        """The hook tree while hooks are active, else None (the plain path)."""
+        return getattr(self, TREE) if self.hooks_active else None
+
     def hook(self, name: str) -> HookPoint | None:
         """The hook point ``name`` while hooks are active, else None (the forward then skips it)."""
         return getattr(self, TREE).get_submodule(name) if self.hooks_active else None
@@ -122,7 +126,7 @@ class HookedMixin:
 
     # ------------------------------------------------------------------ attaching
     def add_hook(self, name: NamesFilter, fn: HookFn) -> None:
-        """Attach ``fn`` to every hook selected by ``name`` (a name, list of names or predicate) until ``reset_hooks``."""
+        """Attach ``fn`` to the hooks ``name`` selects (a name, names or a predicate) until ``reset_hooks``."""
         points = self.hook_dict()
         for n in self._select(name):
             points[n].fns.append(fn)
