@@ -40,6 +40,7 @@ from mesaopt.learner import check_learner_inputs
 from mesaopt.models import register
 from mesaopt.models.ebt_backbone import _Backbone, hook_names
 from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import concat_tokens
 
 __all__ = ["EBT", "EBTFeedForward", "EBTOutput", "ReplayBuffer", "hook_names"]
@@ -69,7 +70,7 @@ class EBTOutput(NamedTuple):
 
 
 @register
-class EBT(HookedMixin, nn.Module):
+class EBT(HookedMixin, PretrainedMixin, nn.Module):
     """Energy-based transformer learner: (B,N,d), (B,N), (B,Q,d) -> (B,Q) by S steps of descent on E(ŷ)."""
 
     kind: ClassVar[str] = "ebt"
@@ -296,7 +297,7 @@ class EBT(HookedMixin, nn.Module):
 
 
 @register
-class EBTFeedForward(HookedMixin, nn.Module):
+class EBTFeedForward(HookedMixin, PretrainedMixin, nn.Module):
     """The EBT backbone read out directly (a standard transformer): (B,N,d), (B,N), (B,Q,d) -> (B,Q)."""
 
     kind: ClassVar[str] = "ebt_ff"

@@ -26,6 +26,7 @@ from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
 from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import interleave
 from mesaopt.seeding import generator as seeded_generator
 
@@ -109,7 +110,7 @@ def hook_names(layers: int) -> list[str]:
 
 
 @register
-class GPT(HookedMixin, nn.Module):
+class GPT(HookedMixin, PretrainedMixin, nn.Module):
     """Causal transformer learner on interleaved (x, y) tokens; native ``prefix`` in one forward pass."""
 
     kind: ClassVar[str] = "gpt"

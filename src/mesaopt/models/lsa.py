@@ -35,6 +35,7 @@ from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
 from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.seeding import generator
 
 __all__ = ["LSA", "READOUT_SIGN", "hook_names"]
@@ -56,7 +57,7 @@ def hook_names(layers: int) -> list[str]:
 
 
 @register
-class LSA(HookedMixin, nn.Module):
+class LSA(HookedMixin, PretrainedMixin, nn.Module):
     """Linear self-attention stack on concat tokens; a Learner (B,N,d),(B,N),(B,Q,d) -> (B,Q)."""
 
     kind: ClassVar[str] = "lsa"

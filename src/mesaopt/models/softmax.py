@@ -33,6 +33,7 @@ from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_prefix_inputs
 from mesaopt.models import register
 from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import concat_tokens
 from mesaopt.seeding import generator
 
@@ -62,7 +63,7 @@ def hook_names(layers: int) -> list[str]:
 
 
 @register
-class SoftmaxAttention(HookedMixin, nn.Module):
+class SoftmaxAttention(HookedMixin, PretrainedMixin, nn.Module):
     """Attention-only softmax transformer on concat tokens; a Learner (B,N,d),(B,N),(B,Q,d) -> (B,Q)."""
 
     kind: ClassVar[str] = "softmax"
