@@ -141,9 +141,12 @@ def patching_grid(model: torch.nn.Module, clean: Sequence[torch.Tensor], corrupt
         clean_pred, clean_cache = model.run_with_cache(*clean, names_filter=names, method=method)
         corrupted_pred, corrupted_cache = (None, None) if corrupted is None else \
             model.run_with_cache(*corrupted, names_filter=names, method=method)
+        metric_name = "custom"
         if metric is None:
-            metric = restoration(clean_pred, corrupted_pred) if corrupted_pred is not None and mode in (
-                "patch", "resample") else (lambda pred: float((pred - clean_pred).pow(2).mean()))
+            metric_name = "restoration" if corrupted_pred is not None and mode in ("patch", "resample") \
+                else "mse_to_clean"
+            metric = restoration(clean_pred, corrupted_pred) if metric_name == "restoration" else \
+                (lambda pred: float((pred - clean_pred).pow(2).mean()))
         sources = _sources(mode, clean_cache, corrupted_cache)
         target = corrupted if mode == "patch" else clean
         act = clean_cache[names[0]]
@@ -165,4 +168,5 @@ def patching_grid(model: torch.nn.Module, clean: Sequence[torch.Tensor], corrupt
         shape = (len(names),) + ((n_h,) if heads else ()) + ((n_p,) if per_position else ())
         return PatchingResult(values.reshape(shape), dims, names, mode, float(metric(clean_pred)),
                               None if corrupted_pred is None else float(metric(corrupted_pred)),
-                              {"method": method, "per_head": heads, "per_position": per_position})
+                              {"method": method, "per_head": heads, "per_position": per_position,
+                               "hook_template": hook_template, "metric": metric_name})
