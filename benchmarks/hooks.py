@@ -1,16 +1,19 @@
 """Hook points: cost of a training step with hook points vs the same model with hooks disabled, per model family.
 
-Three variants of one AdamW training step (forward + backward + update) on the same model and batch, timed
+Four variants of one AdamW training step (forward + backward + update) on the same model and batch, timed
 round-robin in the same process:
 
 * ``disabled``: no hook active, the model's ordinary (fused) path -- what training runs;
 * ``idle``: the hooked path with every hook point called but no function attached (``with model.hooks():``);
-* ``noop``: the hooked path with a function that returns None attached to every hook point.
+* ``noop``: the hooked path with a function that returns None attached to every hook point but ``hook_pattern``;
+* ``unfused``: the same on every hook point, ``hook_pattern`` included -- GPT and EBT then form the attention
+  pattern explicitly instead of calling fused SDPA (the path ``run_with_cache`` takes).
 
 Ratios ``idle / disabled`` and ``noop / disabled`` are the overhead of having hook points in the step (target
-<= 1.02 for the token-level models). LSA's hooked path is a different algorithm (per-token keys, values and an
-N x N linear pattern instead of the (D, D) statistic), so its ratio is the price of materialising them, paid only
-while hooks are active. The ``disabled`` path differs from the pre-hook code by one attribute check per call;
+<= 1.02 for the token-level models); ``unfused / disabled`` is the price of materialising the pattern.
+LSA's hooked path is a different algorithm (per-token keys, values and an N x N linear pattern instead of the
+(D, D) statistic), so its ratio is the price of materialising them, paid only while hooks are active.
+The ``disabled`` path differs from the pre-hook code by one attribute check per call;
 ``flag_check_fraction`` is that check's measured cost as a fraction of the disabled step.
 """
 
@@ -24,7 +27,7 @@ import torch
 
 from benchmarks.common import compare
 
-FULL = {"repeats": 5, "min_time": 1.0, "models": {
+FULL = {"repeats": 7, "min_time": 1.0, "models": {
     "lsa": {"kind": "lsa", "d": 10, "layers": 4, "heads": 1, "b": 2048, "n": 10, "q": 1},
     "softmax": {"kind": "softmax", "d": 10, "layers": 2, "heads": 2, "b": 512, "n": 20, "q": 1},
     "gpt": {"kind": "gpt", "d": 20, "n_positions": 41, "layers": 12, "heads": 8, "width": 256, "b": 64, "n": 40,
@@ -63,7 +66,8 @@ def _setup(cfg: dict):
         opt.step()
 
     fns = {"disabled": lambda: step(contextlib.nullcontext), "idle": lambda: step(m.hooks),
-           "noop": lambda: step(lambda: m.hooks([(lambda name: True, noop)]))}
+           "noop": lambda: step(lambda: m.hooks([(lambda name: not name.endswith("hook_pattern"), noop)])),
+           "unfused": lambda: step(lambda: m.hooks([(lambda name: True, noop)]))}
     return m, fns
 
 
@@ -75,10 +79,11 @@ def run(quick: bool = False, out: str | Path | None = None, peaks: dict | None =
         m, fns = _setup(mcfg)
         secs = compare(fns, repeats=cfg["repeats"], warmup=1, min_time=cfg["min_time"])
         n_check = 200_000
-        check_s = timeit.timeit(lambda: m.hooks_active, number=n_check) / n_check
+        check_s = timeit.timeit(lambda m=m: m.hooks_active, number=n_check) / n_check
         rows[name] = {"shape": mcfg, "hook_points": len(m.hook_names()),
                       **{f"{k}_s": round(v, 6) for k, v in secs.items()},
                       "ratio_idle": round(secs["idle"] / secs["disabled"], 4),
                       "ratio_noop": round(secs["noop"] / secs["disabled"], 4),
+                      "ratio_unfused": round(secs["unfused"] / secs["disabled"], 4),
                       "flag_check_fraction": float(f"{4 * check_s / secs['disabled']:.3g}")}  # <= 4 checks a step
     return {"rows": rows, "target_ratio": 1.02}
