@@ -55,6 +55,12 @@ class PatchingResult:
                          "value": float(self.values[tuple(int(i) for i in idx)])})
         return rows
 
+    def to_frame(self):
+        """pandas DataFrame of ``to_rows()``."""
+        from mesaopt.analysis.frames import rows_frame
+
+        return rows_frame(self.to_rows())
+
 
 def restoration(clean_pred: torch.Tensor, corrupted_pred: torch.Tensor) -> Metric:
     """Metric: 1 - mse(pred, clean) / mse(corrupted, clean) over (B, Q) predictions (1 = clean restored, 0 = none)."""
