@@ -139,6 +139,9 @@ def test_errors_and_persistent_hooks():
     doubled = m(cx, cy, qx)
     m.reset_hooks()
     torch.testing.assert_close(doubled, 2 * m(cx, cy, qx))
+    with m.hooks([("hook_embed", lambda x, n: None)]):
+        m.reset_hooks()  # inside a context: the context still closes cleanly
+    assert not m.hooks_active and all(not hp.fns for hp in m.hook_dict().values())
 
 
 def test_no_hook_takes_the_fast_path(monkeypatch):

@@ -79,7 +79,8 @@ def hook_tree(names: Iterable[str]) -> nn.Module:
 class HookedMixin:
     """Hook API for a model holding ``self.hook_points = hook_tree(...)``; its forward checks ``hooks_active``."""
 
-    _hook_depth: int = 0  # > 0 inside ``hooks(...)`` (run_with_hooks / run_with_cache) or with persistent hooks
+    _hook_depth: int = 0  # open ``hooks(...)`` contexts (run_with_hooks / run_with_cache)
+    _hook_persistent: int = 0  # hooks attached with ``add_hook``
 
     # ------------------------------------------------------------------ names
     def hook_dict(self) -> dict[str, HookPoint]:
@@ -94,7 +95,7 @@ class HookedMixin:
     @property
     def hooks_active(self) -> bool:
         """True when the forward must take the hooked path (a hook is attached or a cache is being filled)."""
-        return self._hook_depth > 0
+        return self._hook_depth > 0 or self._hook_persistent > 0
 
     def layer_hooks(self, layer: int, prefix: str = "") -> nn.Module | None:
         """The hook subtree of one block (``{prefix}blocks.{layer}``) while hooks are active, else None."""
@@ -130,13 +131,13 @@ class HookedMixin:
         points = self.hook_dict()
         for n in self._select(name):
             points[n].fns.append(fn)
-            self._hook_depth += 1
+            self._hook_persistent += 1
 
     def reset_hooks(self) -> None:
-        """Remove every hook function (persistent or not) and return to the fast path."""
+        """Remove every hook function (persistent or not); outside ``hooks(...)`` the model is back on its fast path."""
         for hp in self.hook_dict().values():
             hp.fns.clear()
-        self._hook_depth = 0
+        self._hook_persistent = 0
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[NamesFilter, HookFn]] = ()) -> Iterator[Any]:
@@ -154,7 +155,8 @@ class HookedMixin:
         finally:
             self._hook_depth -= 1
             for hp, fn in added:
-                hp.fns.remove(fn)
+                if fn in hp.fns:  # reset_hooks() inside the context may have removed it already
+                    hp.fns.remove(fn)
 
     def _call(self, method: str, inputs: tuple, kwargs: dict) -> Any:
         fn = getattr(self, method, None)
