@@ -1,7 +1,7 @@
 """Hook points: cost of a training step with hook points vs the same model with hooks disabled, per model family.
 
-Four variants of one AdamW training step (forward + backward + update) on the same model and batch, timed
-round-robin in the same process:
+Four variants (and an A/A control) of one AdamW training step (forward + backward + update) on the same model
+and batch, timed round-robin in the same process:
 
 * ``disabled``: no hook active, the model's ordinary (fused) path -- what training runs;
 * ``idle``: the hooked path with every hook point called but no function attached (``with model.hooks():``);
@@ -14,7 +14,8 @@ Ratios ``idle / disabled`` and ``noop / disabled`` are the overhead of having ho
 LSA's hooked path is a different algorithm (per-token keys, values and an N x N linear pattern instead of the
 (D, D) statistic), so its ratio is the price of materialising them, paid only while hooks are active.
 The ``disabled`` path differs from the pre-hook code by one attribute check per call;
-``flag_check_fraction`` is that check's measured cost as a fraction of the disabled step.
+``flag_check_fraction`` is that check's measured cost as a fraction of the disabled step. ``control`` repeats
+``disabled`` at the end of every round: ``ratio_control`` (ideally 1) shows the timing noise of the run.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def _setup(cfg: dict):
 
     fns = {"disabled": lambda: step(contextlib.nullcontext), "idle": lambda: step(m.hooks),
            "noop": lambda: step(lambda: m.hooks([(lambda name: not name.endswith("hook_pattern"), noop)])),
-           "unfused": lambda: step(lambda: m.hooks([(lambda name: True, noop)]))}
+           "unfused": lambda: step(lambda: m.hooks([(lambda name: True, noop)])),
+           "control": lambda: step(contextlib.nullcontext)}  # ``disabled`` again, last in each round: A/A noise
     return m, fns
 
 
@@ -85,5 +87,6 @@ def run(quick: bool = False, out: str | Path | None = None, peaks: dict | None =
                       "ratio_idle": round(secs["idle"] / secs["disabled"], 4),
                       "ratio_noop": round(secs["noop"] / secs["disabled"], 4),
                       "ratio_unfused": round(secs["unfused"] / secs["disabled"], 4),
+                      "ratio_control": round(secs["control"] / secs["disabled"], 4),
                       "flag_check_fraction": float(f"{4 * check_s / secs['disabled']:.3g}")}  # <= 4 checks a step
     return {"rows": rows, "target_ratio": 1.02}
