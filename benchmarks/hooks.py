@@ -14,7 +14,9 @@ Ratios ``idle / disabled`` and ``noop / disabled`` are the overhead of having ho
 LSA's hooked path is a different algorithm (per-token keys, values and an N x N linear pattern instead of the
 (D, D) statistic), so its ratio is the price of materialising them, paid only while hooks are active.
 The ``disabled`` path differs from the pre-hook code by one attribute check per call;
-``flag_check_fraction`` is that check's measured cost as a fraction of the disabled step. ``control`` repeats
+``flag_check_fraction`` is that check's measured cost as a fraction of the disabled step, and
+``idle_calls_fraction`` = (hook-point calls per hooked step) x (cost of one idle call) / (disabled step): the
+load-independent part of the ``idle`` overhead. ``control`` repeats
 ``disabled`` at the end of every round: ``ratio_control`` (ideally 1) shows the timing noise of the run.
 """
 
@@ -73,6 +75,21 @@ def _setup(cfg: dict):
     return m, fns
 
 
+def _calls_per_step(m, fns: dict) -> int:
+    """How many hook-point calls one hooked training step makes (counted with a hook on every point)."""
+    count = [0]
+
+    def tick(x: torch.Tensor, name: str) -> None:
+        count[0] += 1
+
+    m.add_hook(lambda name: True, tick)
+    try:
+        fns["disabled"]()  # persistent hooks: the plain call takes the hooked path
+    finally:
+        m.reset_hooks()
+    return count[0]
+
+
 def run(quick: bool = False, out: str | Path | None = None, peaks: dict | None = None, plot: bool = True) -> dict:
     """Step times and overhead ratios of hook points per model family; returns the JSON dict."""
     cfg = QUICK if quick else FULL
@@ -82,11 +99,16 @@ def run(quick: bool = False, out: str | Path | None = None, peaks: dict | None =
         secs = compare(fns, repeats=cfg["repeats"], warmup=1, min_time=cfg["min_time"])
         n_check = 200_000
         check_s = timeit.timeit(lambda m=m: m.hooks_active, number=n_check) / n_check
+        calls = _calls_per_step(m, fns)
+        hp, x = next(iter(m.hook_dict().values())), torch.zeros(1)
+        idle_call_s = timeit.timeit(lambda hp=hp, x=x: hp(x), number=n_check) / n_check
         rows[name] = {"shape": mcfg, "hook_points": len(m.hook_names()),
                       **{f"{k}_s": round(v, 6) for k, v in secs.items()},
                       "ratio_idle": round(secs["idle"] / secs["disabled"], 4),
                       "ratio_noop": round(secs["noop"] / secs["disabled"], 4),
                       "ratio_unfused": round(secs["unfused"] / secs["disabled"], 4),
                       "ratio_control": round(secs["control"] / secs["disabled"], 4),
-                      "flag_check_fraction": float(f"{4 * check_s / secs['disabled']:.3g}")}  # <= 4 checks a step
+                      "flag_check_fraction": float(f"{4 * check_s / secs['disabled']:.3g}"),  # <= 4 checks a step
+                      "hook_calls_per_step": calls, "idle_call_s": float(f"{idle_call_s:.3g}"),
+                      "idle_calls_fraction": float(f"{calls * idle_call_s / secs['disabled']:.3g}")}
     return {"rows": rows, "target_ratio": 1.02}
