@@ -18,15 +18,15 @@ import time
 from benchmarks import BENCHMARKS
 from benchmarks.common import machine, matmul_peaks, out_dir
 
-MODULES = {"peaks": "peaks", "lsa": "lsa", "algorithms": "algorithms", "gpt": "gpt", "time-to-curve": "time_to_curve",
-           "startup": "startup"}
+MODULES = {"peaks": "peaks", "lsa": "lsa", "algorithms": "algorithms", "gpt": "gpt", "hooks": "hooks",
+           "time-to-curve": "time_to_curve", "startup": "startup"}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the named benchmarks, print their JSON to stdout; returns the exit code."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help=f"benchmarks to run (default: {' '.join(BENCHMARKS)}; "
-                                            f"also: time-to-curve)")
+                                            f"also: hooks, time-to-curve)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, seconds)")
     ap.add_argument("--out", default=None, help="folder for plots and results.json (default runs/bench)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")

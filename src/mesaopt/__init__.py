@@ -14,6 +14,23 @@ _SUBPACKAGES = ("tasks", "algorithms", "models", "constructions", "analysis", "t
                 "sweeps", "plotting", "io", "config", "seeding")
 
 
+def load(path, device="cpu"):
+    """The model in a folder written by ``model.save_pretrained(path)`` / ``mesaopt.export`` (eval mode).
+
+    Needs no run folder, optimizer or RNG state; the weights' sha256 is verified (``CheckpointError`` if not).
+    """
+    from mesaopt.models.pretrained import load_pretrained
+
+    return load_pretrained(path, device=device)
+
+
+def export(run_dir, out_dir):
+    """Convert a run's checkpoint (run or ckpt folder) to a shareable model folder; returns ``Path(out_dir)``."""
+    from mesaopt.train.checkpoint import export_pretrained
+
+    return export_pretrained(run_dir, out_dir)
+
+
 def __getattr__(name: str):
     """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ..."""
     if name in _SUBPACKAGES:
@@ -25,4 +42,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mesaopt' has no attribute {name!r}")
 
 
-__all__ = ["Learner", "MesaoptError", "ConfigError", "ShapeError", "__version__", *_SUBPACKAGES]
+__all__ = ["Learner", "load", "export", "MesaoptError", "ConfigError", "ShapeError", "__version__",
+           *_SUBPACKAGES]

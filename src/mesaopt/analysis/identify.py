@@ -99,6 +99,12 @@ class IdentifyResult:
         """The result as a JSON string."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
+    def to_frame(self):
+        """pandas DataFrame, one row per (layer, family); hyper-parameters as ``hparams.<name>`` columns."""
+        from mesaopt.analysis.frames import rows_frame
+
+        return rows_frame(self.rows)
+
 
 def format_hparams(h: dict) -> str:
     """Short human string of a hyper-parameter dict (lists abbreviated to their mean)."""
@@ -238,6 +244,12 @@ class CompareResult:
     def to_json(self) -> str:
         """The result as a JSON string."""
         return json.dumps(self.to_dict(), indent=2)
+
+    def to_frame(self):
+        """pandas DataFrame, one row per algorithm; hyper-parameters as ``hparams.<name>`` columns."""
+        from mesaopt.analysis.frames import rows_frame
+
+        return rows_frame(self.rows)
 
 
 def compare(model: Callable, task: Any, n_context: int, algorithms: Sequence[str] = ("gd", "ridge", "newton"),

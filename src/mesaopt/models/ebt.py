@@ -34,92 +34,18 @@ from typing import ClassVar, Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs
 from mesaopt.models import register
+from mesaopt.models.ebt_backbone import _Backbone, hook_names
+from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import concat_tokens
 
-__all__ = ["EBT", "EBTFeedForward", "EBTOutput", "ReplayBuffer"]
+__all__ = ["EBT", "EBTFeedForward", "EBTOutput", "ReplayBuffer", "hook_names"]
 
 InitKind = Literal["zeros", "noise"]
-
-
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """SDPA with the math backend (the only CPU backend with double backward): (B,H,L,dh) -> (B,H,L,dh)."""
-    with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
-class _Block(nn.Module):
-    """Pre-LN transformer block: multi-head softmax attention + GELU MLP, both residual."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
-
-    def _split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, n, dim = h.shape
-        qkv = self.qkv(self.ln1(h)).view(b, n, 3, self.heads, dim // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, n, dh)
-        return q, k, v
-
-    def _merge(self, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        b, _, n, _ = o.shape
-        h = h + self.proj(o.transpose(1, 2).reshape(b, n, -1))
-        return h + self.mlp(self.ln2(h))
-
-    def context(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Context tokens attend to each other: h (B,N,D) -> (h' (B,N,D), k, v (B,H,N,dh))."""
-        q, k, v = self._split(h)
-        if h.shape[1] == 0:
-            return h, k, v
-        return self._merge(h, _attention(q, k, v, None)), k, v
-
-    def query(self, h: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor) -> torch.Tensor:
-        """Each query token attends to the context and itself: h (B,Q,D), k/v_ctx (B,H,N,dh) -> (B,Q,D)."""
-        q, k, v = self._split(h)
-        n, nq = k_ctx.shape[2], h.shape[1]
-        mask = torch.zeros(nq, n + nq, dtype=torch.bool, device=h.device)
-        mask[:, :n] = True
-        mask[:, n:] = torch.eye(nq, dtype=torch.bool, device=h.device)
-        o = _attention(q, torch.cat([k_ctx, k], dim=2), torch.cat([v_ctx, v], dim=2), mask)
-        return self._merge(h, o)
-
-
-class _Backbone(nn.Module):
-    """Concat-token embedding (width d+1), ``layers`` blocks, final LayerNorm and a scalar head."""
-
-    def __init__(self, d: int, dim: int, layers: int, heads: int, mlp_ratio: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ConfigError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
-        self.embed = nn.Linear(d + 1, dim)
-        self.blocks = nn.ModuleList(_Block(dim, heads, mlp_ratio) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, 1)
-
-    def encode_context(self, ctx_tok: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Context tokens (B,N,d+1) -> per-layer keys/values [(k, v) (B,H,N,dh)] (independent of queries)."""
-        h = self.embed(ctx_tok)
-        cache = []
-        for blk in self.blocks:
-            h, k, v = blk.context(h)
-            cache.append((k, v))
-        return cache
-
-    def read_queries(self, cache: list[tuple[torch.Tensor, torch.Tensor]], qry_tok: torch.Tensor) -> torch.Tensor:
-        """Query tokens (B,Q,d+1) with the context cache -> scalar head output (B,Q)."""
-        h = self.embed(qry_tok)
-        for blk, (k, v) in zip(self.blocks, cache, strict=True):
-            h = blk.query(h, k, v)
-        return self.head(self.ln_f(h)).squeeze(-1)
 
 
 def _check_size(d: int, dim: int, layers: int, heads: int, mlp_ratio: int) -> None:
@@ -144,7 +70,7 @@ class EBTOutput(NamedTuple):
 
 
 @register
-class EBT(nn.Module):
+class EBT(HookedMixin, PretrainedMixin, nn.Module):
     """Energy-based transformer learner: (B,N,d), (B,N), (B,Q,d) -> (B,Q) by S steps of descent on E(ŷ)."""
 
     kind: ClassVar[str] = "ebt"
@@ -185,6 +111,7 @@ class EBT(nn.Module):
         self.alpha_max, self.max_step_change = float(alpha_max), max_step_change
         self.detach_steps, self.loss_steps = bool(detach_steps), loss_steps
         self.backbone = _Backbone(d, dim, layers, heads, mlp_ratio)
+        self.hook_points = hook_tree(hook_names(layers))
         self.alpha_raw = nn.Parameter(torch.tensor(float(alpha_init)), requires_grad=bool(alpha_learnable))
 
     def spec(self) -> dict:
@@ -205,7 +132,7 @@ class EBT(nn.Module):
     def _energy(self, cache: list, qry_tok: torch.Tensor, yhat: torch.Tensor) -> torch.Tensor:
         """Energies (B,Q) of candidates ``yhat`` (B,Q) put into the y-slot of the query tokens."""
         tok = qry_tok + F.pad(yhat.unsqueeze(-1), (qry_tok.shape[-1] - 1, 0))
-        return self.backbone.read_queries(cache, tok)
+        return self.backbone.read_queries(cache, tok, self._tree())
 
     def energy(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor,
                yhat: torch.Tensor) -> torch.Tensor:
@@ -214,7 +141,7 @@ class EBT(nn.Module):
         if yhat.shape != qry_x.shape[:2]:
             raise ShapeError(f"yhat must have shape {tuple(qry_x.shape[:2])} (B, Q), got {tuple(yhat.shape)}")
         ctx_tok, qry_tok = _tokens(ctx_x, ctx_y, qry_x)
-        return self._energy(self.backbone.encode_context(ctx_tok), qry_tok, yhat)
+        return self._energy(self.backbone.encode_context(ctx_tok, self._tree()), qry_tok, yhat)
 
     def energy_grad(self, ctx_x: torch.Tensor, ctx_y: torch.Tensor, qry_x: torch.Tensor, yhat: torch.Tensor,
                     create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +222,7 @@ class EBT(nn.Module):
         with torch.enable_grad():
             ctx_tok, qry_tok = _tokens(ctx_x, ctx_y, qry_x)
             with torch.set_grad_enabled(create_graph):
-                cache = self.backbone.encode_context(ctx_tok)
+                cache = self.backbone.encode_context(ctx_tok, self._tree())
             qry_rep = qry_tok.repeat(1, k, 1)  # (B, K*Q, d+1); sample j of query i sits at j*Q + i
             alpha = self.alpha if create_graph else self.alpha.detach()
             ys, es = self._descend(cache, qry_rep, y0, s, alpha, noise_std, generator,
@@ -342,7 +269,7 @@ class EBT(nn.Module):
         y0 = init.detach().to(ctx_x.dtype) if init is not None else self.initial_guess((b, q), ctx_x, None, generator)
         with torch.enable_grad():
             ctx_tok, qry_tok = _tokens(ctx_x, ctx_y, qry_x)
-            cache = self.backbone.encode_context(ctx_tok)
+            cache = self.backbone.encode_context(ctx_tok, self._tree())
             return self._descend(cache, qry_tok, y0, s, alpha, self.langevin_std, generator, create_graph=True,
                                  detach_steps=self.detach_steps, final_energy=False)
 
@@ -370,7 +297,7 @@ class EBT(nn.Module):
 
 
 @register
-class EBTFeedForward(nn.Module):
+class EBTFeedForward(HookedMixin, PretrainedMixin, nn.Module):
     """The EBT backbone read out directly (a standard transformer): (B,N,d), (B,N), (B,Q,d) -> (B,Q)."""
 
     kind: ClassVar[str] = "ebt_ff"
@@ -382,6 +309,7 @@ class EBTFeedForward(nn.Module):
                       "mlp_ratio": mlp_ratio}
         self.d = d
         self.backbone = _Backbone(d, dim, layers, heads, mlp_ratio)
+        self.hook_points = hook_tree(hook_names(layers))
 
     def spec(self) -> dict:
         """JSON-able constructor arguments plus ``"kind"``."""
@@ -393,7 +321,8 @@ class EBTFeedForward(nn.Module):
         if ctx_x.shape[2] != self.d:
             raise ShapeError(f"ctx_x has d={ctx_x.shape[2]} but the model was built with d={self.d}")
         ctx_tok, qry_tok = _tokens(ctx_x, ctx_y, qry_x)
-        return self.backbone.read_queries(self.backbone.encode_context(ctx_tok), qry_tok)
+        tree = self._tree()
+        return self.backbone.read_queries(self.backbone.encode_context(ctx_tok, tree), qry_tok, tree)
 
 
 class ReplayBuffer:

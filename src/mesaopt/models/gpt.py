@@ -25,6 +25,8 @@ from torch import nn
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
+from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import fold_queries, interleave
 from mesaopt.seeding import generator as seeded_generator
 
@@ -54,6 +56,25 @@ class CausalSelfAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, s, w)
         return F.dropout(self.proj(out), self.dropout, self.training)
 
+    def forward_hooked(self, h: torch.Tensor, hp: nn.Module) -> torch.Tensor:
+        """``forward`` calling the hook points ``hp`` (q/k/v (B,H,S,dh), pattern (B,H,S,S), z (B,H,S,dh)).
+
+        Fused SDPA unless a hook is attached to ``hook_pattern``; then softmax(q k^T / sqrt(dh)) is formed.
+        """
+        b, s, w = h.shape
+        q, k, v = self.qkv(h).view(b, s, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = hp.hook_q(q), hp.hook_k(k), hp.hook_v(v)
+        drop = self.dropout if self.training else 0.0
+        if hp.hook_pattern.fns:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            causal = torch.ones(s, s, dtype=torch.bool, device=h.device).tril()
+            pattern = hp.hook_pattern(torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+            out = F.dropout(pattern, drop, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        out = hp.hook_z(out).transpose(1, 2).reshape(b, s, w)
+        return F.dropout(self.proj(out), self.dropout, self.training)
+
 
 class Block(nn.Module):
     """Pre-LN transformer block: h + attn(ln(h)), then + mlp(ln(h))."""
@@ -73,9 +94,23 @@ class Block(nn.Module):
         m = self.proj(F.gelu(self.fc(self.ln2(h)), approximate="tanh"))
         return h + F.dropout(m, self.dropout, self.training)
 
+    def forward_hooked(self, h: torch.Tensor, hp: nn.Module) -> torch.Tensor:
+        """``forward`` calling the block's hook points ``hp``: (B, S, width) -> (B, S, width)."""
+        h = hp.hook_resid_pre(h)
+        h = hp.hook_resid_mid(h + hp.hook_attn_out(self.attn.forward_hooked(self.ln1(h), hp.attn)))
+        m = self.proj(F.gelu(self.fc(self.ln2(h)), approximate="tanh"))
+        return hp.hook_resid_post(h + hp.hook_mlp_out(F.dropout(m, self.dropout, self.training)))
+
+
+def hook_names(layers: int) -> list[str]:
+    """GPT hook names (TransformerLens layout): embedding, then per block resid/attn/mlp points."""
+    per = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
+           "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+    return ["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(layers) for n in per]
+
 
 @register
-class GPT(nn.Module):
+class GPT(HookedMixin, PretrainedMixin, nn.Module):
     """Causal transformer learner on interleaved (x, y) tokens; native ``prefix`` in one forward pass."""
 
     kind: ClassVar[str] = "gpt"
@@ -99,6 +134,7 @@ class GPT(nn.Module):
             self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, self.dropout) for _ in range(layers))
             self.ln_f = nn.LayerNorm(width)
             self.read_out = nn.Linear(width, 1)
+        self.hook_points = hook_tree(hook_names(layers))
         self.reset_parameters()
 
     @classmethod
@@ -139,6 +175,13 @@ class GPT(nn.Module):
 
     def _stream(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Residual stream (B, S, width) after the embedding and after every block: L+1 tensors."""
+        if self.hooks_active:
+            h = F.dropout(self.hook("hook_embed")(self._embed(tokens)), self.dropout, self.training)
+            out = [h]
+            for layer, blk in enumerate(self.blocks):
+                h = blk.forward_hooked(h, self.layer_hooks(layer))
+                out.append(h)
+            return out
         h = F.dropout(self._embed(tokens), self.dropout, self.training)
         out = [h]
         for blk in self.blocks:

@@ -34,15 +34,24 @@ from mesaopt.config import check_float, check_int
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
+from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.seeding import generator
 
-__all__ = ["LSA", "READOUT_SIGN"]
+__all__ = ["LSA", "READOUT_SIGN", "hook_names"]
 
 READOUT_SIGN = -1.0  # prediction = READOUT_SIGN * y-slot of the query token (the GD construction writes -y_hat there)
 
 
+def hook_names(layers: int) -> list[str]:
+    """LSA hook names: tokens, and per layer the residual stream, per-head q/k/v, linear pattern, z and update."""
+    per = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
+           "hook_attn_out", "hook_resid_post")
+    return ["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(layers) for n in per]
+
+
 @register
-class LSA(nn.Module):
+class LSA(HookedMixin, PretrainedMixin, nn.Module):
     """Linear self-attention stack on concat tokens; a Learner (B,N,d),(B,N),(B,Q,d) -> (B,Q)."""
 
     kind: ClassVar[str] = "lsa"
@@ -82,6 +91,7 @@ class LSA(nn.Module):
             self.q_weight = init(L, H, k, D)
             self.v_weight = init(L, H, k, D)
             self.p_weight = init(L, H, D, k)
+        self.hook_points = hook_tree(hook_names(L))
 
     # ------------------------------------------------------------------ parameters
     def extra_repr(self) -> str:
@@ -174,6 +184,50 @@ class LSA(nn.Module):
             outs.append(READOUT_SIGN * qry[..., -1])
         return outs
 
+    def _run_hooked(self, tokens: torch.Tensor, n: int, scale: torch.Tensor | float,
+                    weight: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Token-by-token layers calling every hook point: tokens (B, S, D) with the first n the context.
+
+        Per head, q_j = W_KQ e_j, k_i = e_i, v_i = W_PV e_i (merged) or q = Q e, k = K e, v = V e (separate);
+        pattern (B,H,S,N) = scale * k_i . q_j (linear: no softmax; ``weight`` (B, N) masks keys); z = pattern @ v;
+        the update is sum_h z (merged) or sum_h P z (separate). Returns the readouts per layer [(B, S-n)].
+        """
+        kq, pv = (self.kq_weight, self.pv_weight) if self.param == "merged" else (self.q_weight, self.v_weight)
+        tokens = self.hook("hook_embed")(tokens)
+        outs = []
+        for layer in range(self.layers):
+            lh = self.layer_hooks(layer)
+            e = lh.hook_resid_pre(tokens)
+            ctx = e[:, :n]
+            if self.param == "merged":
+                q = torch.einsum("hij,bsj->bhsi", kq[layer], e)
+                k = ctx.unsqueeze(1).expand(-1, self.heads, -1, -1)
+            else:
+                q = torch.einsum("hkD,bsD->bhsk", kq[layer], e)
+                k = torch.einsum("hkD,bnD->bhnk", self.k_weight[layer], ctx)
+            q, k = lh.attn.hook_q(q), lh.attn.hook_k(k)
+            v = lh.attn.hook_v(torch.einsum("hij,bnj->bhni", pv[layer], ctx))
+            pattern = (q @ k.transpose(-1, -2)) * scale
+            if weight is not None:
+                pattern = pattern * weight[:, None, None, :]
+            z = lh.attn.hook_z(lh.attn.hook_pattern(pattern) @ v)
+            out = z.sum(1) if self.param == "merged" else torch.einsum("hDk,bhsk->bsD", self.p_weight[layer], z)
+            tokens = lh.hook_resid_post(e + lh.hook_attn_out(out))
+            outs.append(READOUT_SIGN * tokens[:, n:, -1])
+        return outs
+
+    def _prefix_hooked(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """``prefix_layers`` through the hooked path: the T problems folded into the batch (B*T, T+1, D) -> (L,B,T)."""
+        b, t, _ = xs.shape
+        e, qry, scale, _ = self._prefix_s0(xs, ys)
+        dim = e.shape[-1]
+        ctx = e.unsqueeze(1).expand(b, t, t, dim).reshape(b * t, t, dim)  # problem t = row b*T + t
+        idx = torch.arange(t, device=xs.device)
+        weight = (idx[None, :] < idx[:, None]).to(xs.dtype).repeat(b, 1)  # (B*T, T): key j of problem t iff j < t
+        tokens = torch.cat([ctx, qry.reshape(b * t, 1, dim)], dim=1)
+        outs = self._run_hooked(tokens, t, scale.repeat(b)[:, None, None, None], weight)
+        return torch.stack(outs).reshape(self.layers, b, t)
+
     def _scale(self, n: int) -> float:
         return 1.0 / max(n, 1) if self.normalize else 1.0
 
@@ -183,6 +237,9 @@ class LSA(nn.Module):
         self._check(ctx_x)
         ctx = torch.cat([ctx_x, ctx_y.unsqueeze(-1)], dim=-1)
         qry = torch.cat([qry_x, qry_x.new_zeros(qry_x.shape[:-1] + (1,))], dim=-1)
+        if self.hooks_active:
+            return torch.stack(self._run_hooked(torch.cat([ctx, qry], dim=1), ctx.shape[1],
+                                                self._scale(ctx_x.shape[1])))
         s0 = (ctx.transpose(-1, -2) @ ctx) * self._scale(ctx_x.shape[1])  # (B, D, D): the only O(N) step
         return torch.stack(self._run_stats(s0, qry))
 
@@ -220,6 +277,8 @@ class LSA(nn.Module):
         """
         check_prefix_inputs(xs, ys)
         self._check(xs)
+        if self.hooks_active:
+            return self._prefix_hooked(xs, ys)[-1]
         _, qry, _, s0 = self._prefix_s0(xs, ys)
         return self._run_stats(s0, qry)[-1][..., 0]
 
@@ -227,6 +286,8 @@ class LSA(nn.Module):
         """Prefix prediction read out after every layer (linear time): (B,T,d), (B,T) -> (L, B, T)."""
         check_prefix_inputs(xs, ys)
         self._check(xs)
+        if self.hooks_active:
+            return self._prefix_hooked(xs, ys)
         _, qry, _, s0 = self._prefix_s0(xs, ys)
         return torch.stack(self._run_stats(s0, qry))[..., 0]
 

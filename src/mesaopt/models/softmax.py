@@ -33,10 +33,12 @@ from mesaopt.config import check_float, check_int
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_prefix_inputs
 from mesaopt.models import register
+from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import concat_tokens
 from mesaopt.seeding import generator
 
-__all__ = ["SoftmaxAttention", "READOUT_SIGN"]
+__all__ = ["SoftmaxAttention", "READOUT_SIGN", "hook_names"]
 
 READOUT_SIGN = -1.0  # prediction = READOUT_SIGN * y-slot of the query token (same convention as LSA)
 
@@ -48,8 +50,15 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return p * allowed.any(dim=-1, keepdim=True).to(p.dtype)
 
 
+def hook_names(layers: int) -> list[str]:
+    """Softmax-attention hook names: tokens, and per layer the residual stream, q/k/v, pattern, z and update."""
+    per = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
+           "hook_attn_out", "hook_resid_post")
+    return ["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(layers) for n in per]
+
+
 @register
-class SoftmaxAttention(nn.Module):
+class SoftmaxAttention(HookedMixin, PretrainedMixin, nn.Module):
     """Attention-only softmax transformer on concat tokens; a Learner (B,N,d),(B,N),(B,Q,d) -> (B,Q)."""
 
     kind: ClassVar[str] = "softmax"
@@ -78,6 +87,7 @@ class SoftmaxAttention(nn.Module):
         self.k_weight = init(L, H, k, D)
         self.v_weight = init(L, H, k, D)
         self.o_weight = init(L, H, D, k)
+        self.hook_points = hook_tree(hook_names(L))
 
     def spec(self) -> dict:
         """Constructor kwargs plus ``kind`` (JSON-able)."""
@@ -98,6 +108,8 @@ class SoftmaxAttention(nn.Module):
         scale = 1.0 / math.sqrt(self.q_weight.shape[2])
         outs = []
         z = torch.cat([ctx, qry], dim=1)
+        if self.hooks_active:
+            return self._run_hooked(z, n, allowed, scale)
         for layer in range(self.layers):
             c = z[:, :n]
             q = torch.einsum("hkD,bsD->bhsk", self.q_weight[layer], z)
@@ -105,6 +117,23 @@ class SoftmaxAttention(nn.Module):
             v = torch.einsum("hkD,bnD->bhnk", self.v_weight[layer], c)
             att = masked_softmax(torch.einsum("bhsk,bhnk->bhsn", q, k) * scale, allowed)
             z = z + torch.einsum("hDk,bhsk->bsD", self.o_weight[layer], att @ v)
+            outs.append(READOUT_SIGN * z[:, n:, -1])
+        return outs
+
+    def _run_hooked(self, z: torch.Tensor, n: int, allowed: torch.Tensor, scale: float) -> list[torch.Tensor]:
+        """``_run`` calling every hook point: tokens (B, S, D), the first n the context -> readouts [(B, S-n)]."""
+        z = self.hook("hook_embed")(z)
+        outs = []
+        for layer in range(self.layers):
+            lh = self.layer_hooks(layer)
+            z = lh.hook_resid_pre(z)
+            c = z[:, :n]
+            q = lh.attn.hook_q(torch.einsum("hkD,bsD->bhsk", self.q_weight[layer], z))
+            k = lh.attn.hook_k(torch.einsum("hkD,bnD->bhnk", self.k_weight[layer], c))
+            v = lh.attn.hook_v(torch.einsum("hkD,bnD->bhnk", self.v_weight[layer], c))
+            att = lh.attn.hook_pattern(masked_softmax(torch.einsum("bhsk,bhnk->bhsn", q, k) * scale, allowed))
+            out = lh.hook_attn_out(torch.einsum("hDk,bhsk->bsD", self.o_weight[layer], lh.attn.hook_z(att @ v)))
+            z = lh.hook_resid_post(z + out)
             outs.append(READOUT_SIGN * z[:, n:, -1])
         return outs
 

@@ -347,3 +347,21 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     model.eval()
     state["path"] = str(ck)
     return model, state
+
+
+def export_pretrained(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write the model of a run's checkpoint to a shareable model folder (``mesaopt.models.pretrained``).
+
+    The folder's metadata keeps the checkpoint's step, task spec and training ``n_points`` (what ``mesaopt patch``
+    and friends need to rebuild the task), never its optimizer or RNG state. Returns ``Path(out_dir)``.
+    """
+    from mesaopt.models.pretrained import save_pretrained
+
+    model, state = load_model(run_dir)
+    train = state.get("train") if isinstance(state.get("train"), dict) else {}
+    points = (train.get("curriculum") or {}).get("points") if isinstance(train.get("curriculum"), dict) else None
+    n_points = points["end"] if isinstance(points, dict) and isinstance(points.get("end"), int) \
+        else train.get("n_points")
+    meta = {"source": str(Path(state["path"]).resolve()), "step": state.get("step"), "task": state.get("task"),
+            "n_points": n_points}
+    return save_pretrained(model, out_dir, metadata=meta)
