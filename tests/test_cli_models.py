@@ -83,3 +83,16 @@ def test_no_checkpoint_lists_what_is_inside(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     code, _, err = _cli(["identify", str(tmp_path)], capsys)
     assert code == 2 and "it holds: k1/, notes.txt" in err and "sub-folders" in err
+
+
+def test_default_run_folders_never_collide(tmp_path, monkeypatch):
+    """Two runs started within the same second without --out get different folders (the docs run them back to back)."""
+    from mesaopt.experiments.base import default_out
+    from mesaopt.train.job import default_out as train_default_out
+
+    monkeypatch.chdir(tmp_path)
+    first = default_out("vonoswald-gd")
+    first.mkdir(parents=True)
+    second = default_out("vonoswald-gd")
+    assert second != first and not second.exists()
+    assert train_default_out().parent == first.parent
