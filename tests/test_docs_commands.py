@@ -207,6 +207,9 @@ def test_commands_were_found():
     placeholders = [c.text for c in found if not c.skip and any("…" in a or "..." in a for a in c.argv)]
     assert not placeholders, placeholders
     assert len([c for c in found if c.skip]) <= 5  # keep the skip list short: Ray cluster, full-size GPT
+    names = {c.argv[2] for c in found if c.argv[:2] in (["mesaopt", "run"], ["mesaopt", "sweep"])
+             and not c.argv[2].startswith("-")}
+    assert names <= set(TINY), f"give {sorted(names - set(TINY))} tiny sizes in TINY (the 120 s budget)"
 
 
 @pytest.mark.slow
