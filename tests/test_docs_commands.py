@@ -217,7 +217,7 @@ def test_commands_were_found():
 def test_page_commands(page, tmp_path, monkeypatch, capsys, fast_env):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
-    failures = []
+    failures, log = [], []
     for c in COMMANDS[page]:
         if c.skip:
             continue
@@ -225,11 +225,11 @@ def test_page_commands(page, tmp_path, monkeypatch, capsys, fast_env):
         t0 = time.perf_counter()
         code = _run(argv, fast_env)
         cap = capsys.readouterr()
-        with capsys.disabled():
-            print(f"\n  {time.perf_counter() - t0:5.1f} s  exit {code}  {c.page}:{c.line}  {' '.join(argv)}", end="")
+        log.append(f"{time.perf_counter() - t0:5.1f} s  exit {code}  {c.page}:{c.line}  {' '.join(argv)}")
         want = 2 if c.error else 0
         if code != want:
             failures.append(f"{c.page}:{c.line}: `{c.text}` exited {code} (want {want}): {cap.err.strip()[-400:]}")
         elif c.error and " ".join(cap.err.split()) != " ".join(c.error.split()):
             failures.append(f"{c.page}:{c.line}: `{c.text}` printed {cap.err.strip()!r}, the page shows {c.error!r}")
+    print("\n".join(log))  # the commands as run, with their wall times (pytest -rP or -s shows them)
     assert not failures, "\n".join(failures)
