@@ -63,8 +63,9 @@ def run(quick: bool = False, out: str | Path | None = None, target: float = 0.05
     from mesaopt.io import read_jsonl
 
     folder = out_dir(out) / (f"{EXPERIMENT}-seed{seed}" + ("-quick" if quick else ""))
-    overrides: dict = {} if resume else {"seed": seed, "threads": threads, "train.stop.target": target}
-    if max_steps is not None and not resume:
+    # the same overrides on --resume: the run refuses a config that differs from the saved one
+    overrides: dict = {"seed": seed, "threads": threads, "train.stop.target": target}
+    if max_steps is not None:
         overrides["train.steps"] = max_steps
     res = mo.experiments.run(EXPERIMENT, overrides=overrides or None, out=folder, quick=quick, resume=resume,
                              progress=progress)

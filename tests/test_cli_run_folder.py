@@ -167,6 +167,7 @@ def test_out_of_memory_in_identify_names_its_batch_options(tmp_path, monkeypatch
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB")
 
     monkeypatch.setattr(cli, "_load_run", boom)
+    (tmp_path / "state.json").write_text("{}")  # looks like a ckpt folder, so identify gets to loading it
     _assert_bad_input(*_cli(["identify", str(tmp_path)], capsys), "out of memory", "--batch-size")
 
 
@@ -177,6 +178,7 @@ def test_other_runtime_errors_are_not_hidden(tmp_path, monkeypatch):
         raise RuntimeError("a genuine bug")
 
     monkeypatch.setattr(cli, "_load_run", bug)
+    (tmp_path / "state.json").write_text("{}")
     with pytest.raises(RuntimeError, match="a genuine bug"):
         main(["identify", str(tmp_path)])
 

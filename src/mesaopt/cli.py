@@ -293,33 +293,12 @@ def _load_run(path: Path, device: str = "cpu") -> tuple:
     return model, task, n_points - 1
 
 
-def _plot_compare(res, path: Path) -> list:
-    """Bar charts of the loss, pred_diff and sens_cos of every compared algorithm (a CompareResult); PNG + PDF."""
-    from mesaopt import plotting
-
-    plotting.paper_style()
-    import matplotlib.pyplot as plt
-
-    names = [r["algorithm"] for r in res.rows]
-    colors = [plotting.PALETTE.get(n, "#444444") for n in names]
-    fig, axes = plt.subplots(1, 3, figsize=(9.0, 2.8))
-    axes[0].bar(names, [r["loss"] for r in res.rows], color=colors)
-    axes[0].axhline(res.meta["model_loss"], color=plotting.PALETTE["model"], ls="--", label="model")
-    axes[0].set_ylabel("loss (MSE)")
-    axes[0].legend()
-    axes[1].bar(names, [r["pred_diff"] for r in res.rows], color=colors)
-    axes[1].set_ylabel("pred_diff to model")
-    axes[2].bar(names, [r["sens_cos"] for r in res.rows], color=colors)
-    axes[2].set_ylabel("sens_cos with model")
-    axes[2].set_ylim(min(0.0, min(r["sens_cos"] for r in res.rows)), 1.02)
-    fig.tight_layout()
-    stem = Path(path)
-    return plotting.save_figure(fig, stem.with_suffix("") if stem.suffix.lower() in (".png", ".pdf") else stem)
+_MODEL_HELP = "one model of a multi-model run folder (its sub-folder, e.g. k3); default: every model in it"
 
 
 @app.command("identify")
 def identify_cmd(
-    ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
+    ckpt_dir: Path = typer.Argument(..., help="run folder (one model or sub-runs k1/, k2/, ...) or ckpt folder"),
     json_: bool = typer.Option(False, "--json", help="print the result as JSON to stdout and nothing else"),
     families: str = typer.Option("ols,gd,ridge,newton,gdpp", "--families", help="algorithm families to match"),
     batch_size: int = typer.Option(1024, "--batch-size", help="tasks per fit batch and per eval batch"),
@@ -329,61 +308,54 @@ def identify_cmd(
     readout: str = typer.Option("model", "--readout", help="per-layer prediction: model (its read-out head on "
                                 "every layer) or probe (a linear probe to y per layer, GPT; Fu et al.)"),
     probe_batch_size: int = typer.Option(4096, "--probe-batch-size", help="sequences to fit the probes on"),
+    model_name: str | None = typer.Option(None, "--model", help=_MODEL_HELP),
 ) -> None:
     """Which algorithm does each layer run? Best-matching algorithm + fitted hyper-parameters per layer."""
     from mesaopt.analysis import identify as idf
+    from mesaopt.cli_models import emit_json, identify_table, models
 
-    model, task, n_context = _load_run(ckpt_dir)
     fams = [f.strip() for f in families.split(",") if f.strip()]
     kw = dict(families=fams, batch_size=batch_size, seed=seed, max_gd_steps=max_gd_steps,
               max_newton_iters=max_newton_iters, readout=readout, probe_batch_size=probe_batch_size)
+    results = {}
+    for key, folder in models(ckpt_dir, model_name, err_console):
+        model, task, n_context = _load_run(folder)
+        if json_:
+            results[key] = idf.identify(model, task, n_context, **kw)
+            continue
+        with err_console.status(f"identifying {folder} ...") as status:
+            res = idf.identify(model, task, n_context, progress=lambda s, st=status: st.update(s), **kw)
+        _table_console().print(identify_table(str(folder), res, n_context, readout, idf.format_hparams))
     if json_:
-        res = idf.identify(model, task, n_context, **kw)
-        sys.stdout.write(res.to_json() + "\n")
-        return
-    with err_console.status("identifying ...") as status:
-        res = idf.identify(model, task, n_context, progress=lambda s: status.update(s), **kw)
-    table = Table(title=f"identify {ckpt_dir}  (N={n_context}, read-out: {readout}, mse = mean squared prediction "
-                        f"difference)", header_style="bold")
-    for col in ("layer", "layer MSE to y", "best match", "hyper-parameters", "mse", "pred_diff", "sens_cos", "err_cos",
-                "runner-up"):
-        table.add_column(col, justify="left" if col in ("best match", "hyper-parameters", "runner-up") else "right")
-    for j, best in enumerate(res.best()):
-        others = sorted((r for r in res.rows if r["layer"] == best["layer"] and r is not best), key=lambda r: r["mse"])
-        runner = f"{others[0]['algorithm']} ({others[0]['mse']:.3g})" if others else "-"
-        table.add_row(str(best["layer"]), f"{res.meta['model_mse_to_y'][j]:.3g}", best["algorithm"],
-                      idf.format_hparams(best["hparams"]), f"{best['mse']:.3g}", f"{best['pred_diff']:.3g}",
-                      f"{best['sens_cos']:.4f}", f"{best['err_cos']:.4f}", runner)
-    _table_console().print(table)
+        emit_json(results)
 
 
 @app.command("compare")
 def compare_cmd(
-    ckpt_dir: Path = typer.Argument(..., help="run folder or ckpt folder of a trained model"),
+    ckpt_dir: Path = typer.Argument(..., help="run folder (one model or sub-runs k1/, k2/, ...) or ckpt folder"),
     algorithms: str = typer.Option("gd,ridge,newton", "--algorithms", help="comma-separated algorithm names"),
     json_: bool = typer.Option(False, "--json", help="print the result as JSON to stdout and nothing else"),
-    plot: Path | None = typer.Option(None, "--plot", help="also save a PNG (and PDF) bar chart to this path"),
+    plot: Path | None = typer.Option(None, "--plot", help="also save a PNG (and PDF) bar chart to this path "
+                                     "(several models: one chart each, PATH-k1.png, ...)"),
     batch_size: int = typer.Option(1024, "--batch-size", help="tasks per fit batch and per eval batch"),
     seed: int = typer.Option(0, "--seed", help="seed of the fit/eval batches"),
+    model_name: str | None = typer.Option(None, "--model", help=_MODEL_HELP),
 ) -> None:
     """Pairwise metrics (loss, pred_diff, sens_cos, err_cos) between a trained model and reference algorithms."""
     from mesaopt.analysis import identify as idf
+    from mesaopt.cli_models import compare_table, emit_json, models, plot_compare, plot_path
 
-    model, task, n_context = _load_run(ckpt_dir)
-    res = idf.compare(model, task, n_context, algorithms=algorithms.split(","), batch_size=batch_size, seed=seed)
-    if plot is not None:
-        _plot_compare(res, plot)
+    results = {}
+    for key, folder in models(ckpt_dir, model_name, err_console):
+        model, task, n_context = _load_run(folder)
+        res = idf.compare(model, task, n_context, algorithms=algorithms.split(","), batch_size=batch_size, seed=seed)
+        if plot is not None:
+            plot_compare(res, plot_path(plot, key))
+        results[key] = res
+        if not json_:
+            _table_console().print(compare_table(str(folder), res, n_context, idf.format_hparams))
     if json_:
-        sys.stdout.write(res.to_json() + "\n")
-        return
-    table = Table(title=f"compare {ckpt_dir}  (model MSE {res.meta['model_loss']:.4g}, N={n_context})",
-                  header_style="bold")
-    for col in ("algorithm", "hyper-parameters", "loss (MSE)", "mse to model", "pred_diff", "sens_cos", "err_cos"):
-        table.add_column(col, justify="left" if col in ("algorithm", "hyper-parameters") else "right")
-    for r in res.rows:
-        table.add_row(r["algorithm"], idf.format_hparams(r["hparams"]), f"{r['loss']:.4g}", f"{r['mse']:.3g}",
-                      f"{r['pred_diff']:.3g}", f"{r['sens_cos']:.4f}", f"{r['err_cos']:.4f}")
-    _table_console().print(table)
+        emit_json(results)
 
 
 @app.command("export")

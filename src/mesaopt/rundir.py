@@ -31,6 +31,16 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def timestamped_out(name: str) -> Path:
+    """runs/NAME-<YYYYmmdd-HHMMSS>/ under the current directory; -2, -3, ... appended if that folder exists
+    (two runs started within the same second)."""
+    base = Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out, k = base, 2
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
 def as_out_path(out: str | os.PathLike | None, flag: str = "--out") -> Path | None:
     """``out`` as a Path; ConfigError for an empty string (which Path would silently read as '.')."""
     if out is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +142,10 @@ def upgrade_saved_config(cls: type[ExperimentConfig], data: dict) -> dict:
 
 
 def default_out(name: str) -> Path:
-    """runs/NAME-<timestamp>/ under the current directory."""
-    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """runs/NAME-<timestamp>/ under the current directory (a fresh folder: -2, ... if it exists)."""
+    from mesaopt.rundir import timestamped_out
+
+    return timestamped_out(name)
 
 
 def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | None = None,

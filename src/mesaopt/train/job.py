@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +89,10 @@ def build_job(job: TrainJob) -> tuple[Any, Any]:
 
 
 def default_out() -> Path:
-    """runs/train-<timestamp>/ under the current directory."""
-    return Path("runs") / f"train-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """runs/train-<timestamp>/ under the current directory (a fresh folder: -2, ... if it exists)."""
+    from mesaopt.rundir import timestamped_out
+
+    return timestamped_out("train")
 
 
 def run_job(job: TrainJob | None = None, out: str | os.PathLike | None = None, resume: bool = False,
