@@ -154,7 +154,7 @@ def test_out_of_memory_at_start_exit_2(tmp_path, monkeypatch, capsys):
         def boom(cfg, ctx, exc=exc):
             raise exc
 
-        monkeypatch.setitem(base.REGISTRY, "vonoswald-gd", replace(exp, fn=boom))
+        monkeypatch.setitem(base.REGISTRY._entries, "vonoswald-gd", replace(exp, fn=boom))
         out = tmp_path / f"r{id(exc)}"
         _assert_bad_input(*_cli(["run", "vonoswald-gd", "--out", str(out)], capsys), "out of memory",
                           "train.batch_size", "eval_batch_size")
