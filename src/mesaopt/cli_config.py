@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def _type_name(ann) -> str:
     """A short readable name of a field annotation: int, float | None, Literal['adam', 'sgd'], ..."""
     if isinstance(ann, type) and not getattr(ann, "__args__", None):
