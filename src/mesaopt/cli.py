@@ -97,19 +97,19 @@ def config_cmd(
 ) -> None:
     """Every config field of an experiment: dotted name, type, default and description."""
     from mesaopt import experiments
-    from mesaopt.cli_config import _config_rows, _config_yaml
+    from mesaopt.cli_config import config_rows, config_yaml
 
     cfg = experiments.make_config(name, quick=quick)
     if yaml_:
         header = [f"# config of `mesaopt run {name}`: edit, then `mesaopt run {name} -c this.yaml`",
                   f"experiment: {name}"]
-        sys.stdout.write("\n".join(header + _config_yaml(cfg)) + "\n")
+        sys.stdout.write("\n".join(header + config_yaml(cfg)) + "\n")
         return
     table = Table(title=f"{name} config ({'--quick' if quick else 'defaults'}; override with --set NAME=VALUE)",
                   header_style="bold")
     for col in ("field", "type", "default", "description"):
         table.add_column(col, overflow="fold")
-    for fname, typ, value, desc in _config_rows(cfg):
+    for fname, typ, value, desc in config_rows(cfg):
         table.add_row(fname, typ, repr(value) if isinstance(value, str) else str(value), desc)
     _table_console().print(table)
 
