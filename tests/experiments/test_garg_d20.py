@@ -64,3 +64,17 @@ def test_config_rejects_inconsistent_sizes():
     with pytest.raises(ConfigError, match="stop.at"):
         experiments.make_config("garg-d20", {"n_points": 21})
     assert experiments.make_config("garg-d20", {"n_points": 21, "train.stop.at": 20}).train.stop.at == 20
+
+
+def test_example_job_file_is_the_recipe():
+    from pathlib import Path
+
+    from mesaopt.experiments.garg_d20 import GargD20Config
+    from mesaopt.train.job import make_job
+
+    root = Path(__file__).resolve().parents[2]
+    job = make_job(root / "examples" / "garg_d20_recipe.yaml")
+    assert job.train.model_dump() == recipe().model_dump()
+    m = GargD20Config().model
+    assert job.model == {"kind": "gpt", "d": 20, "n_positions": 41, "layers": m.layers, "heads": m.heads,
+                         "width": m.width}
