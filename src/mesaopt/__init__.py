@@ -11,11 +11,15 @@ from mesaopt.errors import ConfigError, MesaoptError, ShapeError  # noqa: E402
 # torch is imported on first use of a subpackage (``mesaopt.tasks``, ``mesaopt.Learner``, ...), not by
 # ``import mesaopt``: the CLI's --help and error paths stay fast
 _SUBPACKAGES = ("tasks", "algorithms", "models", "constructions", "analysis", "train", "experiments", "svm",
-                "sweeps", "plotting", "io", "config", "seeding")
+                "sweeps", "plotting", "io", "config", "seeding", "report")
 
 
 def __getattr__(name: str):
-    """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ..."""
+    """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ...
+
+    ``mesaopt.report`` is the module of documented tables (``render``, ``check``, ``write``); calling it,
+    ``mesaopt.report(name)``, renders that table from ``docs/results/NAME/``.
+    """
     if name in _SUBPACKAGES:
         return importlib.import_module(f"mesaopt.{name}")
     if name == "Learner":

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from mesaopt.errors import ConfigError
 
@@ -56,6 +58,10 @@ TABLES: dict[str, list[Row]] = {
                           Row("optimal one-step GD loss", "optimal_gd_loss", "{:.5f}")],
     "svm-implicit-bias": [Row("corr(W, W_svm) (Frobenius)", "corr_W_fro", "{:.4f}"),
                           Row("corr(KQᵀ, nuclear SVM)", "corr_KQ_nuc", "{:.4f}")],
+    "vonoswald-deep": [row for k in (1, 2, 3, 4, 5) for row in (
+        Row(f"K = {k}: trained LSA loss", f"lsa_loss_k{k}"), Row(f"K = {k}: {k}-step GD loss", f"gd_loss_k{k}"),
+        Row(f"K = {k}: {k}-step GD++ loss", f"gdpp_loss_k{k}"),
+        Row(f"K = {k}: sens_cos with the better match", f"sens_cos_k{k}", "{:.4f}"))],
     "garg-d20": [Row("normalised error at N = 10", "err_at_10"), Row("normalised error at N = 20", "err_at_20"),
                  Row("normalised error at N = 40", "err_at_40"), Row("least squares at N = 40", "ols_err_at_40"),
                  Row("steps to the target", "steps_to_target", "{:.0f}"),
@@ -139,29 +145,103 @@ def _pages(docs: str | Path) -> list[Path]:
     return pages + ([readme] if readme.is_file() else [])
 
 
-def check(docs: str | Path = "docs", root: str | Path | None = None) -> list[str]:
-    """One line per report block in ``docs`` (and the README beside it) that differs from its rendering."""
-    root = Path(root) if root is not None else Path(docs) / "results"
+def _docs_root(docs: str | Path, root: str | Path | None) -> Path:
+    if not Path(docs).is_dir():
+        raise ConfigError(f"docs folder '{docs}' does not exist")
+    return Path(root) if root is not None else Path(docs) / "results"
+
+
+def check(docs: str | Path = "docs", root: str | Path | None = None, names: list[str] | None = None) -> list[str]:
+    """One line per report block in ``docs`` (and the README beside it) that differs from its rendering.
+
+    ``names`` restricts the check to those tables. A block whose table cannot be rendered (no stored runs,
+    unknown table) is reported as a problem too.
+    """
+    root = _docs_root(docs, root)
     problems = []
     for page in _pages(docs):
         for m in BLOCK.finditer(page.read_text(encoding="utf-8")):
-            want = render(m["name"], root)
+            if names is not None and m["name"] not in names:
+                continue
+            try:
+                want = render(m["name"], root)
+            except ConfigError as e:
+                problems.append(f"{page}: the {m['name']} table cannot be rendered: {e}")
+                continue
             if m["body"] != want:
                 problems.append(f"{page}: the {m['name']} table differs from docs/results/{m['name']} "
                                 f"(run `mesaopt report --write`)")
     return problems
 
 
-def write(docs: str | Path = "docs", root: str | Path | None = None) -> list[Path]:
-    """Re-render every report block in ``docs`` (and the README); returns the pages that changed."""
+def write(docs: str | Path = "docs", root: str | Path | None = None, names: list[str] | None = None) -> list[Path]:
+    """Re-render every report block (of ``names``, default all) in ``docs`` and the README; the changed pages."""
     from mesaopt.io import atomic_write_text
 
-    root = Path(root) if root is not None else Path(docs) / "results"
+    root = _docs_root(docs, root)
+
+    def _sub(m: re.Match) -> str:
+        if names is not None and m["name"] not in names:
+            return m.group(0)
+        return m.group(1) + render(m["name"], root) + m.group(4)
+
     changed = []
     for page in _pages(docs):
         text = page.read_text(encoding="utf-8")
-        new = BLOCK.sub(lambda m: m.group(1) + render(m["name"], root) + m.group(4), text)
+        new = BLOCK.sub(_sub, text)
         if new != text:
             atomic_write_text(page, new)
             changed.append(page)
     return changed
+
+
+def blocks(docs: str | Path = "docs") -> dict[str, list[Path]]:
+    """Table name -> the pages (docs and README) that hold a report block of it."""
+    found: dict[str, list[Path]] = {}
+    for page in _pages(docs):
+        for m in BLOCK.finditer(page.read_text(encoding="utf-8")):
+            found.setdefault(m["name"], []).append(page)
+    return found
+
+
+def command(name: str | None = None, *, check_: bool = False, write_: bool = False,
+            docs: str | Path = "docs") -> tuple[str, int]:
+    """What ``mesaopt report [NAME] [--check] [--write]`` prints and its exit code.
+
+    NAME alone: that table. No NAME and no flag: every table with stored runs, each under a heading.
+    ``--write`` re-renders the blocks in the docs (of NAME only, if given); ``--check`` (after any write) lists
+    the blocks that differ from their stored runs: exit code 1 if there are any, 0 when clean.
+    """
+    docs = Path(docs)
+    root = docs / "results"
+    names = [name] if name is not None else None
+    if name is not None and name not in TABLES:
+        raise ConfigError(f"no report table for {name!r}; tables: {', '.join(sorted(TABLES))}")
+    if not (check_ or write_):
+        if name is not None:
+            return render(name, root), 0
+        stored = [n for n in TABLES if (root / n).is_dir() and any((root / n).glob("*.json"))]
+        if not stored:
+            return f"no stored results under '{root}'\n", 0
+        return "\n".join(f"## {n}\n\n{render(n, root)}" for n in stored), 0
+    out = []
+    if write_:
+        changed = write(docs, root, names)
+        out += [f"rewrote {p}" for p in changed] or ["every report block is up to date"]
+    if check_:
+        problems = check(docs, root, names)
+        if problems:
+            return "\n".join([*out, *problems, f"{len(problems)} report table(s) drifted"]) + "\n", 1
+        n = sum(len(v) for k, v in blocks(docs).items() if names is None or k in names)
+        out.append(f"{n} report block(s) match their stored results")
+    return "\n".join(out) + "\n", 0
+
+
+class _CallableModule(ModuleType):
+    """``mesaopt.report(name)`` is ``mesaopt.report.render(name)``; the module's functions stay attributes."""
+
+    def __call__(self, name: str, root: str | Path = DEFAULT_RESULTS) -> str:
+        return render(name, root)
+
+
+sys.modules[__name__].__class__ = _CallableModule
