@@ -58,3 +58,17 @@ def test_docs_tables_equal_their_stored_results():
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     assert report.check(docs) == []
+
+
+def test_sweep_trials_name_the_sweep_once_and_pipes_are_escaped(tmp_path):
+    for s in (0, 1):
+        _store(tmp_path, "vonoswald-gd", s, lsa_loss=0.2, gd_loss=0.2, sens_cos=1.0, pred_diff=0.01, gd_lr=6.0,
+               lsa_lr_effective=6.0, construction_err=0.0)
+        f = tmp_path / "vonoswald-gd" / f"seed{s}.json"
+        data = json.loads(f.read_text())
+        data["provenance"]["command"] = f"mesaopt sweep vonoswald-gd --grid seed=0,1 (trial seed={s}-abc)"
+        data["wall_s"] = 20.0 + s
+        f.write_text(json.dumps(data))
+    table = report.render("vonoswald-gd", tmp_path)
+    assert "command `mesaopt sweep vonoswald-gd --grid seed=0,1`." in table and "wall 20–21 s per run" in table
+    assert "| mean \\|pred. difference\\| |" in table

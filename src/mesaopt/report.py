@@ -22,6 +22,7 @@ from types import ModuleType
 from mesaopt.errors import ConfigError
 
 DEFAULT_RESULTS = Path("docs") / "results"
+_TRIAL = re.compile(r" \(trial [^()]*\)$")
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 
 
@@ -51,6 +52,7 @@ TABLES: dict[str, list[Row]] = {
                      Row("loss ratio LSA / GD", _ratio("lsa_loss", "gd_loss"), "{:.5f}"),
                      Row("sensitivity cosine", "sens_cos", "{:.5f}"), Row("mean |pred. difference|", "pred_diff"),
                      Row("GD's optimal lr", "gd_lr", "{:.4f}"),
+                     Row("LSA's effective lr (slope on GD with lr 1)", "lsa_lr_effective", "{:.4f}"),
                      Row("construction error", "construction_err", "{:.2g}")],
     "mahankali-optimal": [Row("learned lr", "lr_learned", "{:.4f}"), Row("optimal lr (closed form)", "lr_optimal",
                                                                         "{:.4f}"),
@@ -114,14 +116,19 @@ def _source(runs: list[dict], name: str) -> str:
     prov = [r.get("provenance") or {} for r in runs]
     commits = sorted({str(p.get("commit"))[:10] for p in prov if p.get("commit")})
     dates = sorted({str(p.get("finished_utc", ""))[:10] for p in prov if p.get("finished_utc")})
-    cmd = next((p.get("command") for p in prov if p.get("command")), None)
+    # a sweep trial records "<sweep command> (trial <folder>)": the table names the sweep command once
+    cmds = list(dict.fromkeys(_TRIAL.sub("", str(p["command"])) for p in prov if p.get("command")))
+    walls = [float(r["wall_s"]) for r in runs if isinstance(r.get("wall_s"), int | float)]
     parts = [f"`docs/results/{name}/` ({len(runs)} run{'s' if len(runs) != 1 else ''})"]
     if commits:
         parts.append("commit " + ", ".join(f"`{c}`" for c in commits))
     if dates:
         parts.append("finished " + (dates[0] if len(dates) == 1 else f"{dates[0]}–{dates[-1]}"))
-    if cmd:
-        parts.append(f"command `{cmd}`")
+    if walls:
+        lo, hi = min(walls), max(walls)
+        parts.append(f"wall {lo:.0f} s per run" if f"{lo:.0f}" == f"{hi:.0f}" else f"wall {lo:.0f}–{hi:.0f} s per run")
+    if cmds:
+        parts.append(("command " if len(cmds) == 1 else "commands ") + ", ".join(f"`{c}`" for c in cmds))
     return "Source: " + "; ".join(parts) + "."
 
 
@@ -134,7 +141,8 @@ def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
     head = "value" if len(runs) == 1 else f"mean ± 95 % interval over {len(runs)} runs (seeds {seeds})"
     lines = [f"| quantity | {head} |", "|---|---|"]
     for row in TABLES[name]:
-        lines.append(f"| {row.label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt)} |")
+        label = row.label.replace("|", "\\|")  # a literal | would end the markdown cell
+        lines.append(f"| {label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt)} |")
     return "\n".join(lines) + "\n\n" + _source(runs, name) + "\n"
 
 
