@@ -43,7 +43,7 @@ def test_check_fails_on_a_drifted_table_and_passes_after_write(tmp_path, capsys)
     assert code == 1 and "m.md: the mahankali-optimal table differs" in out and "1 report table(s) drifted" in out
     code, out, _ = _run(["report", "--write", "--docs", str(docs)], capsys)
     assert code == 0 and f"rewrote {page}" in out
-    assert "| learned lr | 0.6400" in page.read_text() and "`0123456789`" in page.read_text()
+    assert "| N = 20: learned lr | 0.6400" in page.read_text() and "`0123456789`" in page.read_text()
     code, out, _ = _run(["report", "--check", "--docs", str(docs)], capsys)
     assert code == 0 and "1 report block(s) match" in out
     page.write_text(page.read_text().replace("0.6400", "0.6500"))  # a number edited by hand
@@ -87,3 +87,11 @@ def test_import_mesaopt_stays_free_of_torch():
     code = "import sys, mesaopt; mesaopt.report.render; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_write_leaves_every_page_untouched_if_a_table_fails(tmp_path, capsys):
+    docs, page = _docs(tmp_path)
+    (docs / "zz.md").write_text("<!-- report:vonoswald-gd -->\n<!-- /report:vonoswald-gd -->\n")
+    before = page.read_text()
+    code, _, err = _run(["report", "--write", "--docs", str(docs)], capsys)
+    assert code == 2 and "no stored results for 'vonoswald-gd'" in err and page.read_text() == before
