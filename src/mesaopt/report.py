@@ -36,6 +36,7 @@ class Row:
     label: str
     key: str | Callable[[dict[str, float]], float]
     fmt: str = "{:.4g}"
+    spread: bool = True  # False: the mean alone (a share of runs, where an interval means nothing)
 
     def value(self, metrics: dict[str, float]) -> float:
         """The quantity for one run's metrics (NaN if the key is missing or null)."""
@@ -107,8 +108,8 @@ TABLES: dict[str, list[Row] | Grid] = {
         Row("rank of W^mm_⋆", "rank_svm_nuc", "{:.2f}"),
         Row("softmax mass on the selected tokens (W)", "mass_W", "{:.4f}"),
         Row("softmax mass on the selected tokens (KQ)", "mass_KQ", "{:.4f}"),
-        Row("fraction ending at the global selection (W)", "frac_global_W", "{:.2f}"),
-        Row("fraction ending at the global selection (KQ)", "frac_global_KQ", "{:.2f}"),
+        Row("share of problems ending at the global selection (W)", "frac_global_W", "{:.2f}"),
+        Row("share of problems ending at the global selection (KQ)", "frac_global_KQ", "{:.2f}"),
         Row("‖KQᵀ‖_F at the end, λ = 2.2e-16", "w_norm_KQ", "{:.0f}"),
         Row("‖KQᵀ‖_F at the end, λ = 0", "w_norm_KQ_noreg", "{:.0f}"),
         *[row for n, t, d in ((4, 6, 8), (8, 10, 16)) for row in (
@@ -118,16 +119,16 @@ TABLES: dict[str, list[Row] | Grid] = {
             Row(f"(n, T, d) = ({n}, {t}, {d}): corr(KQᵀ, W^mm_⋆), λ = 0", f"corr_KQ_nuc_noreg_n{n}_T{t}_d{d}",
                 "{:.4f}"))]],
     "vonoswald-deep": Grid("K", (1, 2, 3, 4, 5), (
-        ("trained LSA", lambda k: Row("", f"lsa_loss_k{k}")),
-        ("K-step GD", lambda k: Row("", f"gd_loss_k{k}")),
-        ("K-step GD++", lambda k: Row("", f"gdpp_loss_k{k}")),
+        ("trained LSA", lambda k: Row("", f"lsa_loss_k{k}", "{:.4f}")),
+        ("K-step GD", lambda k: Row("", f"gd_loss_k{k}", "{:.4f}")),
+        ("K-step GD++", lambda k: Row("", f"gdpp_loss_k{k}", "{:.4f}")),
         ("LSA / GD++", lambda k: Row("", _ratio(f"lsa_loss_k{k}", f"gdpp_loss_k{k}"), "{:.3f}")),
-        ("best match GD++ (share of runs)", lambda k: Row("", f"best_is_gdpp_k{k}", "{:.2f}")),
+        ("best match GD++ (share of runs)", lambda k: Row("", f"best_is_gdpp_k{k}", "{:.2f}", spread=False)),
         ("sens_cos, best match", lambda k: Row("", f"sens_cos_k{k}", "{:.4f}")),
         ("sens_cos with GD", lambda k: Row("", f"sens_cos_gd_k{k}", "{:.4f}")),
         ("sens_cos with GD++", lambda k: Row("", f"sens_cos_gdpp_k{k}", "{:.4f}")),
-        ("projected construction", lambda k: Row("", f"projected_loss_k{k}")),
-        ("interpolation a = ½", lambda k: Row("", f"interp_loss_k{k}")))),
+        ("projected construction", lambda k: Row("", f"projected_loss_k{k}", "{:.4f}")),
+        ("interpolation a = ½", lambda k: Row("", f"interp_loss_k{k}", "{:.4f}")))),
     "garg-d20": [Row("normalised error at N = 10", "err_at_10"), Row("normalised error at N = 20", "err_at_20"),
                  Row("normalised error at N = 40", "err_at_40"), Row("least squares at N = 40", "ols_err_at_40"),
                  Row("steps to the target", "steps_to_target", "{:.0f}"),
@@ -181,13 +182,13 @@ def interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def _cell(values: list[float], fmt: str, with_range: bool = True) -> str:
+def _cell(values: list[float], fmt: str, with_range: bool = True, spread: bool = True) -> str:
     """``mean ± 95 % half-width (range lo–hi)``; the value alone for one run or one printed value in every run."""
     vals = [v for v in values if math.isfinite(v)]
     if not vals:
         return "—"
     mean, half = interval(vals)
-    if len(vals) == 1 or fmt.format(min(vals)) == fmt.format(max(vals)):
+    if not spread or len(vals) == 1 or fmt.format(min(vals)) == fmt.format(max(vals)):
         return fmt.format(mean)  # one run, or the same printed value in every run (e.g. a closed form)
     cell = f"{fmt.format(mean)} ± {fmt.format(half)}"
     return f"{cell} (range {fmt.format(min(vals))}–{fmt.format(max(vals))})" if with_range else cell
@@ -235,7 +236,7 @@ def _render_grid(grid: Grid, runs: list[dict], head: str) -> list[str]:
         cells = []
         for _, make in grid.columns:
             row = make(v)
-            cells.append(_cell([row.value(r["metrics"]) for r in runs], row.fmt, with_range=False))
+            cells.append(_cell([row.value(r["metrics"]) for r in runs], row.fmt, with_range=False, spread=row.spread))
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return lines
 
@@ -258,7 +259,7 @@ def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
     lines = [f"| quantity | {head} |", "|---|---|"]
     for row in spec:
         label = row.label.replace("|", "\\|")  # a literal | would end the markdown cell
-        lines.append(f"| {label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt)} |")
+        lines.append(f"| {label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt, spread=row.spread)} |")
     return "\n".join(lines) + "\n\n" + _source(runs, name) + "\n"
 
 
