@@ -82,7 +82,8 @@ def test_a_grid_table_has_one_row_per_depth(tmp_path):
     lines = table.splitlines()
     assert lines[0] == "Mean ± 95 % interval over 2 runs (seeds [0, 1]):"
     assert lines[2].startswith("| K | trained LSA | K-step GD | K-step GD++ | LSA / GD++ |")
-    assert lines[4].startswith("| 1 | 0.2 | 0.2 | 0.2 | 1.000 | — |")  # equal in every run: no interval
+    assert lines[4].startswith("| 1 | 0.2000 | 0.2000 | 0.2000 | 1.000 | — |")  # equal in every run: no interval
     half = 12.706204736174707 * 0.01  # t_{0.975, 1} * sd / sqrt(2), sd = 0.01 * sqrt(2)
-    assert lines[5].startswith(f"| 2 | 0.11 ± {half:.4g} | 0.16 | 0.11 | 1.000 ± ")
+    assert lines[5].startswith(f"| 2 | 0.1100 ± {half:.4f} | 0.1600 | 0.1100 | 1.000 ± ")
+    assert "| 1.00 | 0.9900 |" in lines[5]  # a share of runs has no interval
     assert lines[8].startswith("| 5 | — | — |") and "Source: `docs/results/vonoswald-deep/` (2 runs)" in table
