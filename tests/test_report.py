@@ -30,7 +30,7 @@ def test_render_check_and_write_round_trip(tmp_path):
     for s, (a, b) in enumerate([(0.8, 0.64), (0.6, 0.64), (0.7, 0.64)]):
         _store(root, "mahankali-optimal", s, lr_learned=a, lr_optimal=b, lsa_loss=1.0, optimal_gd_loss=1.0)
     table = report.render("mahankali-optimal", root)
-    assert "| learned lr | 0.7000 ± 0.2484 (range 0.6000–0.8000) |" in table  # sd 0.1, t 4.3027, n 3
+    assert "| N = 20: learned lr | 0.7000 ± 0.2484 (range 0.6000–0.8000) |" in table  # sd 0.1, t 4.3027, n 3
     assert "seeds [0, 1, 2]" in table and "`abcdef0123`" in table and "2026-11-29" in table
     page = docs / "experiments" / "m.md"
     page.parent.mkdir(parents=True)
@@ -58,3 +58,32 @@ def test_docs_tables_equal_their_stored_results():
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     assert report.check(docs) == []
+
+
+def test_sweep_trials_name_the_sweep_once_and_pipes_are_escaped(tmp_path):
+    for s in (0, 1):
+        _store(tmp_path, "vonoswald-gd", s, lsa_loss=0.2, gd_loss=0.2, sens_cos=1.0, pred_diff=0.01, gd_lr=6.0,
+               lsa_lr_effective=6.0, construction_err=0.0)
+        f = tmp_path / "vonoswald-gd" / f"seed{s}.json"
+        data = json.loads(f.read_text())
+        data["provenance"]["command"] = f"mesaopt sweep vonoswald-gd --grid seed=0,1 (trial seed={s}-abc)"
+        data["wall_s"] = 20.0 + s
+        f.write_text(json.dumps(data))
+    table = report.render("vonoswald-gd", tmp_path)
+    assert "command `mesaopt sweep vonoswald-gd --grid seed=0,1`." in table and "wall 20–21 s per run" in table
+    assert "| mean \\|pred. difference\\| | 0.01 |" in table
+
+
+def test_a_grid_table_has_one_row_per_depth(tmp_path):
+    for s, lsa in enumerate((0.10, 0.12)):
+        _store(tmp_path, "vonoswald-deep", s, lsa_loss_k1=0.2, gd_loss_k1=0.2, gdpp_loss_k1=0.2, lsa_loss_k2=lsa,
+               gd_loss_k2=0.16, gdpp_loss_k2=0.11, best_is_gdpp_k2=1.0, sens_cos_k2=0.99)
+    table = report.render("vonoswald-deep", tmp_path)
+    lines = table.splitlines()
+    assert lines[0] == "Mean ± 95 % interval over 2 runs (seeds [0, 1]):"
+    assert lines[2].startswith("| K | trained LSA | K-step GD | K-step GD++ | LSA / GD++ |")
+    assert lines[4].startswith("| 1 | 0.2000 | 0.2000 | 0.2000 | 1.000 | — |")  # equal in every run: no interval
+    half = 12.706204736174707 * 0.01  # t_{0.975, 1} * sd / sqrt(2), sd = 0.01 * sqrt(2)
+    assert lines[5].startswith(f"| 2 | 0.1100 ± {half:.4f} | 0.1600 | 0.1100 | 1.000 ± ")
+    assert "| 1.00 | 0.9900 |" in lines[5]  # a share of runs has no interval
+    assert lines[8].startswith("| 5 | — | — |") and "Source: `docs/results/vonoswald-deep/` (2 runs)" in table

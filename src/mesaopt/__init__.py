@@ -11,7 +11,7 @@ from mesaopt.errors import ConfigError, MesaoptError, ShapeError  # noqa: E402
 # torch is imported on first use of a subpackage (``mesaopt.tasks``, ``mesaopt.Learner``, ...), not by
 # ``import mesaopt``: the CLI's --help and error paths stay fast
 _SUBPACKAGES = ("tasks", "algorithms", "models", "constructions", "analysis", "train", "experiments", "svm",
-                "sweeps", "plotting", "io", "config", "seeding")
+                "sweeps", "plotting", "io", "config", "seeding", "report")
 
 
 def load(path, device="cpu"):
@@ -32,7 +32,11 @@ def export(run_dir, out_dir):
 
 
 def __getattr__(name: str):
-    """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ..."""
+    """Import subpackages on first use: ``mesaopt.algorithms``, ``mesaopt.models``, ...
+
+    ``mesaopt.report`` is the module of documented tables (``render``, ``check``, ``write``); calling it,
+    ``mesaopt.report(name)``, renders that table from ``docs/results/NAME/``.
+    """
     if name in _SUBPACKAGES:
         return importlib.import_module(f"mesaopt.{name}")
     if name == "Learner":

@@ -347,6 +347,23 @@ def svm_cmd(
             table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
     Console().print(table)
 
+@app.command("report")
+def report_cmd(
+    name: str | None = typer.Argument(None, help="table name (an experiment with runs stored in docs/results/)"),
+    check: bool = typer.Option(False, "--check", help="list the docs tables that differ from their stored runs; "
+                               "exit 1 if any"),
+    write: bool = typer.Option(False, "--write", help="re-render the report blocks in docs/ and README.md"),
+    docs: Path = typer.Option(Path("docs"), "--docs", help="docs folder (stored runs in DOCS/results/)"),
+) -> None:
+    """Documented tables from the stored runs in docs/results/: print one, --check the docs, --write them."""
+    from mesaopt import report
+
+    text, code = report.command(name, check_=check, write_=write, docs=docs)
+    sys.stdout.write(text)
+    if code:
+        sys.exit(code)
+
+
 def _fail(msg: str, code: int) -> None:
     line = " ".join(str(msg).split())
     from rich.markup import escape

@@ -45,3 +45,23 @@ def test_missing_ray_is_a_config_error(monkeypatch, capsys, tmp_path):
     code, _, err = _run(["sweep", "sweep-test-exp", "--grid", "seed=0", "--engine", "ray", "--out",
                          str(tmp_path)], capsys)
     assert code == 2 and "pip install 'mesaopt[ray]'" in err
+
+
+def test_trial_provenance_names_the_sweep_command(capsys, tmp_path):
+    import json
+
+    from mesaopt import rundir
+
+    out = tmp_path / "sw"
+    try:
+        main(["sweep", "sweep-test-exp", "--grid", "seed=0,1", "--max-parallel", "1", "--out", str(out)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    finally:
+        rundir.set_command(None)
+    capsys.readouterr()
+    for f in sorted(out.glob("trials/*/results.json")):
+        cmd = json.loads(f.read_text())["provenance"]["command"]
+        assert cmd == f"mesaopt sweep sweep-test-exp --grid seed=0,1 --max-parallel 1 --out {out} (trial " \
+                      f"{f.parent.name})"
+    assert len(list(out.glob("trials/*/results.json"))) == 2

@@ -55,8 +55,10 @@ def import_experiment(source: dict[str, str | None] | None) -> None:
 
 
 def write_payload(trial_dir: Path, payload: dict[str, Any]) -> None:
-    """Write ``trial.json`` (experiment, config, source, threads) into the trial folder."""
-    atomic_write_json(Path(trial_dir) / TRIAL_FILE, payload)
+    """Write ``trial.json`` (experiment, config, source, threads, the sweep's command) into the trial folder."""
+    from mesaopt import rundir
+
+    atomic_write_json(Path(trial_dir) / TRIAL_FILE, {"command": rundir._COMMAND, **payload})
 
 
 def _same_saved_config(trial_dir: Path, exp: Any, cfg: Any) -> bool:
@@ -88,6 +90,11 @@ def run_trial(trial_dir: str | Path, payload: dict[str, Any]) -> dict[str, Any]:
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)
     t0 = time.perf_counter()
+    from mesaopt import rundir
+
+    outer_command = rundir._COMMAND  # results.json's provenance names the sweep command and the trial
+    if payload.get("command"):
+        rundir.set_command(f"{payload['command']} (trial {trial_dir.name})")
     try:
         import_experiment(payload.get("source"))
         from mesaopt.experiments.base import REGISTRY
@@ -110,6 +117,8 @@ def run_trial(trial_dir: str | Path, payload: dict[str, Any]) -> dict[str, Any]:
         atomic_write_text(trial_dir / ERROR_FILE, text)
         line = " ".join(f"{type(e).__name__}: {e}".split())
         return {"status": "failed", "error": line, "wall_s": time.perf_counter() - t0, "results": None}
+    finally:
+        rundir.set_command(outer_command)
 
 
 def main(argv: list[str] | None = None) -> int:
