@@ -48,6 +48,7 @@ TINY = {  # per experiment: --set sizes that make its --quick run take a second 
     "svm-implicit-bias": "threads=1 n_seeds=1 steps=20 kq_steps=20 sizes=[] record_every=10",
     "svm-local-global": "threads=1 ds=[2] runs=2 steps=20",
     "svm-regpath": "threads=1 n_seeds=1 n_radii=2 steps=5",
+    "garg-d20": "threads=1 train.steps=6 eval_sequences=64",
 }
 FAST = {  # per command: options appended when the command does not give them
     "identify": ["--batch-size", "96", "--max-gd-steps", "6", "--max-newton-iters", "4", "--probe-batch-size", "128"],
