@@ -54,8 +54,8 @@ class Grid:
     """
 
     index: str
-    values: tuple[int, ...]
-    columns: tuple[tuple[str, Callable[[int], Row]], ...]
+    values: tuple[int | str, ...]
+    columns: tuple[tuple[str, Callable[[int | str], Row]], ...]
 
 
 def _ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
@@ -129,6 +129,14 @@ TABLES: dict[str, list[Row] | Grid] = {
         ("sens_cos with GD++", lambda k: Row("", f"sens_cos_gdpp_k{k}", "{:.4f}")),
         ("projected construction", lambda k: Row("", f"projected_loss_k{k}", "{:.4f}")),
         ("interpolation a = ½", lambda k: Row("", f"interp_loss_k{k}", "{:.4f}")))),
+    "ebt-system2": Grid("task_condition", tuple(f"{t}_{c}" for t in ("linear", "relu2")
+                                                for c in ("id", "ood_noise", "ood_long")), (
+        *((f"S={s}", (lambda p, s=s: Row("", f"{p}_err_at_steps_{s}", "{:.3f}"))) for s in range(1, 9)),
+        *((f"self-verify K at S={s}", (lambda p, s=s: Row("", f"{p}_sv_err_at_steps_{s}", "{:.3f}")))
+          for s in (1, 4, 8)),
+        ("feed-forward", lambda p: Row("", f"{p}_transformer_err", "{:.3f}")),
+        ("ridge", lambda p: Row("", f"{p}_ridge_err", "{:.3f}")),
+        ("gain 1→8", lambda p: Row("", f"{p}_s2_gain", "{:.2f}")))),
     "garg-d20": [Row("normalised error at N = 10", "err_at_10"), Row("normalised error at N = 20", "err_at_20"),
                  Row("normalised error at N = 40", "err_at_40"), Row("least squares at N = 40", "ols_err_at_40"),
                  Row("steps to the target", "steps_to_target", "{:.0f}"),
