@@ -44,6 +44,35 @@ BAD_INPUTS = [
 ]
 
 
+# the other commands (with BAD_INPUTS and test_cli_discover's bad --out cases: > 60 bad inputs in all)
+BAD_INPUTS += [
+    (["train"], "mesaopt train needs -c cfg.yaml"),
+    (["train", "-c", "{missing}"], "does not exist"),
+    (["train", "-c", "{badmodel}"], "model.kind must be one of"),
+    (["train", "-c", "{badtrain}"], "train.steps: Input should be greater than or equal to 1"),
+    (["train", "-c", "{badtask}"], "noise: unknown field"),
+    (["train", "--resume", "{emptydir}"], "cannot resume"),
+    (["sweep", "vonoswald-gd", "--grid", "seed"], "--grid expects key=v1,v2"),
+    (["sweep", "vonoswald-gd", "--grid", "bogus=1,2"], "unknown key 'bogus'"),
+    (["sweep", "vonoswald-gd", "--grid", "seed=0", "--engine", "spark"], "engine: must be one of"),
+    (["sweep", "vonoswald-gd", "--grid", "seed=0", "--max-parallel", "0"], "max_parallel"),
+    (["identify", "{emptydir}"], "no checkpoint in"),
+    (["identify", "{missing}"], "does not exist"),
+    (["identify", "{emptydir}", "--model", "k9"], "no model 'k9'"),
+    (["compare", "{emptydir}"], "no checkpoint in"),
+    (["svm", "--param", "X"], "--param must be one of"),
+    (["svm", "--n", "0"], "n must be an integer >= 1"),
+    (["svm", "--T", "1"], "T must be >= 2"),
+    (["svm", "--d", "-2"], "d must be an integer >= 1"),
+    (["config", "nope"], "unknown experiment 'nope'"),
+    (["report", "nope"], "no report table for 'nope'"),
+    (["report", "--docs", "{missing}", "--check"], "does not exist"),
+    (["patch", "{emptydir}"], "no checkpoint in"),
+    (["export", "{emptydir}", "{missing}"], "no checkpoint in"),
+    (["export", "{missing}", "{emptydir}"], "does not exist"),
+]
+
+
 @pytest.fixture
 def files(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {lr: 1e-3\n")
@@ -53,10 +82,14 @@ def files(tmp_path):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.yaml").write_text("experiment: vonoswald-gd\n")
+    (tmp_path / "badmodel.yaml").write_text("model: {kind: nope}\n")
+    (tmp_path / "badtrain.yaml").write_text("model: {kind: lsa, d: 3}\ntrain: {steps: -1}\n")
+    (tmp_path / "badtask.yaml").write_text("model: {kind: lsa, d: 3}\ntask: {kind: linear, d: 4, noise: 1}\n")
     return {"missing": str(tmp_path / "missing.yaml"), "badyaml": str(tmp_path / "bad.yaml"),
             "listyaml": str(tmp_path / "list.yaml"), "unknownfield": str(tmp_path / "unknown.yaml"),
             "emptydir": str(tmp_path / "empty"), "afile": str(tmp_path / "afile"),
-            "oldrun": str(tmp_path / "old")}
+            "oldrun": str(tmp_path / "old"), "badmodel": str(tmp_path / "badmodel.yaml"),
+            "badtrain": str(tmp_path / "badtrain.yaml"), "badtask": str(tmp_path / "badtask.yaml")}
 
 
 @pytest.mark.parametrize("argv, fragment", BAD_INPUTS, ids=[" ".join(a)[:60] for a, _ in BAD_INPUTS])
