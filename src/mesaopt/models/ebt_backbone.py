@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mesaopt.errors import ConfigError
+from mesaopt.models.hooks import TRANSFORMER_BLOCK, stack_hook_names
 
 __all__ = ["hook_names"]
 
@@ -139,7 +140,5 @@ class _Backbone(nn.Module):
 def hook_names(layers: int) -> list[str]:
     """EBT / EBTFeedForward hook names: the context pass (``context.*``, once per call), the candidate-token
     pass (``query.*``, at every energy evaluation) and ``hook_head`` (energy (B,Q); the prediction for ebt_ff)."""
-    per = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
-           "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
     return [f"{part}.{n}" for part in ("context", "query")
-            for n in ["hook_embed"] + [f"blocks.{layer}.{p}" for layer in range(layers) for p in per]] + ["hook_head"]
+            for n in stack_hook_names(layers, TRANSFORMER_BLOCK)] + ["hook_head"]

@@ -25,7 +25,7 @@ from torch import nn
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
-from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.hooks import TRANSFORMER_BLOCK, HookedMixin, hook_tree, stack_hook_names
 from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.models.tokens import fold_queries, interleave
 from mesaopt.seeding import generator as seeded_generator
@@ -104,9 +104,7 @@ class Block(nn.Module):
 
 def hook_names(layers: int) -> list[str]:
     """GPT hook names (TransformerLens layout): embedding, then per block resid/attn/mlp points."""
-    per = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
-           "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
-    return ["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(layers) for n in per]
+    return stack_hook_names(layers, TRANSFORMER_BLOCK)
 
 
 @register

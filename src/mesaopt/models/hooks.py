@@ -60,6 +60,20 @@ class HookPoint(nn.Module):
         return self.name
 
 
+ATTN_BLOCK = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
+              "hook_attn_out")
+"""Hook points of an attention sub-block, in execution order (after ``hook_resid_pre``)."""
+ATTN_ONLY_BLOCK = (*ATTN_BLOCK, "hook_resid_post")
+"""A block of an attention-only stack (LSA, softmax attention)."""
+TRANSFORMER_BLOCK = (*ATTN_BLOCK, "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+"""A pre-LN transformer block with an MLP (GPT, the EBT backbone)."""
+
+
+def stack_hook_names(layers: int, block: tuple[str, ...]) -> list[str]:
+    """``hook_embed`` then ``blocks.{l}.{name}`` for every layer l and every ``name`` of ``block``."""
+    return ["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(layers) for n in block]
+
+
 def hook_tree(names: Iterable[str]) -> nn.Module:
     """A parameter-free module tree whose leaves are ``HookPoint`` s at the given dotted paths."""
     root = nn.Module()

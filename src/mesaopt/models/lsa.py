@@ -34,7 +34,7 @@ from mesaopt.config import check_float, check_int
 from mesaopt.errors import ConfigError, ShapeError
 from mesaopt.learner import check_learner_inputs, check_prefix_inputs
 from mesaopt.models import register
-from mesaopt.models.hooks import HookedMixin, hook_tree
+from mesaopt.models.hooks import ATTN_ONLY_BLOCK, HookedMixin, hook_tree, stack_hook_names
 from mesaopt.models.pretrained import PretrainedMixin
 from mesaopt.seeding import generator
 
@@ -45,9 +45,7 @@ READOUT_SIGN = -1.0  # prediction = READOUT_SIGN * y-slot of the query token (th
 
 def hook_names(layers: int) -> list[str]:
     """LSA hook names: tokens, and per layer the residual stream, per-head q/k/v, linear pattern, z and update."""
-    per = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
-           "hook_attn_out", "hook_resid_post")
-    return ["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(layers) for n in per]
+    return stack_hook_names(layers, ATTN_ONLY_BLOCK)
 
 
 @register
