@@ -36,7 +36,7 @@ Metric = Callable[[torch.Tensor], "float | torch.Tensor"]
 
 @dataclass
 class PatchingResult:
-    """``values`` (layers[, heads][, positions]) of ``metric`` per patched cell; ``dims`` names the axes."""
+    """``values`` ``(layers[, heads][, positions])`` of ``metric`` per patched cell; ``dims`` names the axes."""
 
     values: torch.Tensor
     dims: tuple[str, ...]
@@ -47,7 +47,7 @@ class PatchingResult:
     meta: dict = field(default_factory=dict)
 
     def to_rows(self) -> list[dict]:
-        """One dict per cell: {"layer", ["head",] ["position",] "hook", "value"} (JSON-able)."""
+        """One dict per cell: ``{"layer", ["head",] ["position",] "hook", "value"}`` (JSON-able)."""
         rows = []
         for idx in torch.cartesian_prod(*[torch.arange(n) for n in self.values.shape]).reshape(-1, self.values.dim()):
             cell = dict(zip(self.dims, (int(i) for i in idx), strict=True))
@@ -130,13 +130,13 @@ def _sources(mode: str, clean_cache: dict, corrupted_cache: dict | None) -> dict
 def patching_grid(model: torch.nn.Module, clean: Sequence[torch.Tensor], corrupted: Sequence[torch.Tensor] | None,
                   hook_template: str, metric: Metric | None = None, mode: Mode = "patch", per_head: bool = True,
                   per_position: bool = True, method: str = "forward") -> PatchingResult:
-    """Patch or ablate ``hook_template.format(layer=l)`` cell by cell over (layer[, head][, position]).
+    """Patch or ablate ``hook_template.format(layer=l)`` cell by cell over ``(layer[, head][, position])``.
 
     ``clean`` / ``corrupted``: learner inputs of equal shapes, e.g. (ctx_x (B,N,d), ctx_y (B,N), qry_x (B,Q,d)).
     ``metric(pred (B,Q)) -> float``; default: ``restoration`` to the clean prediction for ``patch`` and
     ``resample`` with a corrupted run, else the MSE to the clean prediction. ``per_head`` splits the head axis of
     attention activations, ``per_position`` the position axis (else the whole axis is replaced at once).
-    Returns ``values`` of shape (L[, H][, S]) with L the layers the template matches.
+    Returns ``values`` of shape ``(L[, H][, S])`` with L the layers the template matches.
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
