@@ -102,7 +102,10 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path):
     marker = tmp_path / "hold"
     marker.write_text("")
     out = tmp_path / "out"
-    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import _sweep_exp; from mesaopt.cli import main; "
+    # SIGINT's default handler, explicitly: a test run started as a background job (`make test &`) inherits
+    # SIGINT ignored, and Python keeps an inherited SIG_IGN
+    code = (f"import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"sys.path.insert(0, {str(HERE)!r}); import _sweep_exp; from mesaopt.cli import main; "
             f"main(['sweep', 'sweep-test-exp', '--grid', 'hold_while=null,{marker}', '--max-parallel', '2', "
             f"'--out', {str(out)!r}])")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
