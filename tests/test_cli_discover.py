@@ -11,20 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from mesaopt.cli import main
+from cli_helpers import run_cli as _cli
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture

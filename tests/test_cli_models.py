@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from mesaopt.cli import main
+from cli_helpers import run_cli as _cli
 
 FAST = ["--batch-size", "64", "--max-gd-steps", "4", "--max-newton-iters", "4", "--families", "ols,gd"]
 
 
-def _cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 import yaml
+from cli_helpers import run_cli as _cli
 
 from mesaopt.cli import main
 
@@ -17,14 +18,6 @@ TINY = ["--quick", "--set", "train.steps=20", "--set", "train.eval_every=10", "-
         "--set", "train.batch_size=64", "--set", "eval_batch_size=256", "--set", "lr_fit_batch_size=256"]
 
 
-def _cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def _assert_bad_input(code, out, err, *fragments):

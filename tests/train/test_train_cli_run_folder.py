@@ -6,22 +6,13 @@ import json
 
 import pytest
 import yaml
-
-from mesaopt.cli import main
+from cli_helpers import run_cli as _cli
 
 JOB = {"model": {"kind": "test_tiny_gd", "d": 3}, "task": {"kind": "linear", "d": 3},
        "train": {"steps": 4, "batch_size": 8, "n_points": 5, "eval_every": 2, "eval_batch_size": 16,
                  "ckpt_every": 2, "log_every": 2}}
 
 
-def _cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture()
