@@ -139,6 +139,19 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def read_json_object(path: str | os.PathLike, error: type[Exception] = CheckpointError) -> dict:
+    """The JSON object stored in ``path``; ``error`` (one line naming the file) if it is unreadable, not valid JSON
+    or not an object."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise error(f"'{p}' is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise error(f"'{p}' must hold a JSON object")
+    return data
+
+
 def read_results(out: str | os.PathLike) -> dict:
     """Read and check ``out/results.json``; raise CheckpointError if it is missing or incomplete."""
     p = Path(out) / RESULTS_FILE

@@ -13,7 +13,6 @@ A table is a list of ``Row`` (quantity | value) or a ``Grid`` (one row per K, on
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mesaopt.errors import ConfigError
+from mesaopt.io import read_json_object
 
 DEFAULT_RESULTS = Path("docs") / "results"
 _TRIAL = re.compile(r" \(trial [^()]*\)$")
@@ -168,11 +168,8 @@ def load_runs(name: str, root: str | Path = DEFAULT_RESULTS) -> list[dict]:
         raise ConfigError(f"no stored results for {name!r}: expected JSON files in '{folder}'")
     runs = []
     for f in files:
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"stored result '{f}' is not valid JSON: {e}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        data = read_json_object(f, ConfigError)
+        if not isinstance(data.get("metrics"), dict):
             raise ConfigError(f"stored result '{f}' lacks a metrics object (not a results.json)")
         runs.append(data)
     return sorted(runs, key=lambda r: (r.get("seed", 0), r.get("experiment", "")))

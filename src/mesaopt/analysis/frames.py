@@ -3,14 +3,13 @@ results.json files (one row per run). pandas is imported on first use; nothing h
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mesaopt.errors import CheckpointError
-from mesaopt.io import RESULTS_FILE
+from mesaopt.io import RESULTS_FILE, read_json_object
 
 __all__ = ["rows_frame", "results_frame", "flatten"]
 
@@ -66,12 +65,7 @@ def results_frame(paths: str | os.PathLike | Iterable[str | os.PathLike]):
 
     rows = []
     for f in _result_files(paths):
-        try:
-            res = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-            raise CheckpointError(f"'{f}' is not valid JSON: {e}") from None
-        if not isinstance(res, dict):
-            raise CheckpointError(f"'{f}' must hold a JSON object")
+        res = read_json_object(f)
         row = {"path": str(f.parent)}
         row.update({k: res.get(k) for k in ("experiment", "version", "seed", "wall_s")})
         row.update(flatten(res.get("config") or {}, "config."))

@@ -34,7 +34,7 @@ from safetensors.torch import save as st_save
 
 import mesaopt
 from mesaopt.errors import CheckpointError, ConfigError
-from mesaopt.io import atomic_write_bytes, atomic_write_json
+from mesaopt.io import atomic_write_bytes, atomic_write_json, read_json_object
 
 FORMAT_VERSION = 1
 CKPT_DIR = "ckpt"
@@ -254,12 +254,7 @@ def read_state(path: str | os.PathLike) -> tuple[Path, dict]:
     """(ckpt dir, parsed state.json) for a run or ckpt folder; CheckpointError if missing/unknown version."""
     ck = _resolve(path)
     sp = ck / STATE_FILE
-    try:
-        state = json.loads(sp.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise CheckpointError(f"'{sp}' is not valid JSON: {e}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"'{sp}' must hold a JSON object")
+    state = read_json_object(sp)
     ver = state.get("format_version")
     if ver != FORMAT_VERSION:
         raise CheckpointError(f"unknown checkpoint format_version {ver!r} in '{sp}' "
