@@ -18,6 +18,16 @@ if _HERE not in sys.path:
 torch.set_num_threads(1)  # tiny ops: one thread avoids OpenMP spin-waits on a shared 2-core box
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test runs with one intra-op thread (tiny models: no OpenMP spin-waits on a shared 2-core machine),
+    restored afterwards even if the test changes it."""
+    from mesaopt.runtime import threads
+
+    with threads(1):
+        yield
+
+
 @pytest.fixture
 def gen() -> torch.Generator:
     """A CPU generator seeded with 0."""

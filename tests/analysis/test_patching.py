@@ -17,14 +17,6 @@ from mesaopt.tasks import LinearRegression
 from mesaopt.train.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def pair(n=6, b=16, d=3, seed=0):
     batch = LinearRegression(d=d).sample(b, n + 1, torch.Generator().manual_seed(seed))
     cx, cy, qx, _ = (t.double() for t in batch.split(n))

@@ -11,15 +11,6 @@ from mesaopt.learner import prefix_by_solves
 from mesaopt.models.gpt import GPT
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small(seed: int = 0, **kw) -> GPT:
     return GPT(d=3, n_positions=8, layers=2, heads=2, width=16, seed=seed, **kw)
 

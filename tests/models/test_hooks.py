@@ -13,14 +13,6 @@ from mesaopt.models.lsa import LSA
 from mesaopt.models.softmax import SoftmaxAttention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def data(dtype=torch.float64, b=3, n=5, q=2, d=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(b, n, d, generator=g, dtype=dtype), torch.randn(b, n, generator=g, dtype=dtype),

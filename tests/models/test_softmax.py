@@ -12,14 +12,6 @@ from mesaopt.learner import prefix_by_solves
 from mesaopt.models.softmax import SoftmaxAttention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def data(b=3, t=7, d=3, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, t, d, generator=g, dtype=dtype), torch.randn(b, t, generator=g, dtype=dtype)
