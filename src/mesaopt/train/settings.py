@@ -47,10 +47,7 @@ class TrainSettings(StrictModel):
     @model_validator(mode="after")
     def _as_train_config(self) -> TrainSettings:
         try:
-            # permissive stand-ins for the owned fields (n_points: large, so "n_points > x" rules pass); to_train
-            # checks the real values
-            stand_in = {"n_points": 2**30} if "n_points" in self.owned else {}
-            TrainConfig.model_validate({**stand_in, **dict(self)})
+            TrainConfig.model_validate({**_stand_ins(self.owned), **dict(self)})  # to_train checks the real values
         except ValidationError as e:
             cross = [err["msg"].removeprefix("Value error, ") for err in e.errors() if not err["loc"]]
             if cross:
@@ -75,6 +72,12 @@ class TrainSettings(StrictModel):
             return TrainConfig.model_validate({**dict(self), **(derived or {}), **owned})
         except ValidationError as e:
             raise ConfigError(format_validation_error(e, "train config")) from None
+
+
+def _stand_ins(owned: Iterable[str]) -> dict[str, Any]:
+    """Permissive values for owned fields while the settings are validated without them: a large n_points, so
+    TrainConfig's "n_points > x" rules pass (``to_train`` validates the real values)."""
+    return {"n_points": 2**30} if "n_points" in owned else {}
 
 
 def _field_validators(owned: tuple[str, ...]) -> dict[str, Any]:
@@ -104,8 +107,7 @@ def train_settings(name: str, defaults: dict[str, Any] | None = None, owned: Ite
     bad = set(defaults) & set(owned_all) or set(defaults) - set(TrainConfig.model_fields)
     if bad:
         raise TypeError(f"defaults {sorted(bad)} are owned by the experiment or not TrainConfig fields")
-    stand_in = {"n_points": 2**30} if "n_points" in owned_all else {}  # as in TrainSettings' validator
-    typed = TrainConfig.model_validate({**stand_in, **defaults})  # validated, nested dicts -> models
+    typed = TrainConfig.model_validate({**_stand_ins(owned_all), **defaults})  # validated, nested dicts -> models
     fields: dict[str, Any] = {}
     for fname, info in TrainConfig.model_fields.items():
         if fname in owned_all:
