@@ -73,3 +73,27 @@ def test_quick_run_summaries_are_the_line_fits_of_the_per_layer_matches(tmp_path
     assert m[f"layer_loss_l{L}"] == pytest.approx(m["last_layer_probe_loss"], rel=1e-12)
     for i in range(1, L + 1):  # the reported similarity is the maximum over the scan: at least the k = 0 one
         assert -1.0 <= m[f"newton_sim_l{i}"] <= 1.0 and m[f"gd_sim_l{i}"] <= 1.0 + 1e-12
+
+
+@pytest.mark.parametrize("iters", [(2, 4, 6), (1, 2, 3, 5)])
+def test_layers_that_are_newton_iterates_are_matched_to_them_and_the_slope_is_iterations_per_layer(iters):
+    # a hand-built "model" whose layer l outputs exactly Newton iteration iters[l-1] (NumPy, above): every layer must
+    # be matched to its own iteration with similarity 1, and the line iteration ~ layer fitted with x = layer
+    from mesaopt.experiments.fu_newton import FuNewtonConfig, match_layers
+
+    b = LinearRegression(d=D, x_dist="anisotropic", condition_number=KAPPA).sample(
+        512, N + 1, torch.Generator().manual_seed(3))
+    cx, cy, qx, qy = b.split(N)
+    x, y, xq = (t.double().numpy() for t in (cx, cy, qx))
+    lay = torch.tensor(np.stack([np_newton(x, y, xq, k) for k in iters]))  # (L, B, 1)
+    cfg = FuNewtonConfig(d=D, n_context=N, layers=len(iters), max_newton_iters=8, max_gd_steps=16, n_lr=4)
+    m, _ = match_layers(lay, cx, cy, qx, qy.double(), cfg)
+    layers = np.arange(1, len(iters) + 1, dtype=float)
+    a, c = np.polyfit(layers, np.array(iters, dtype=float), 1)
+    for i, k in enumerate(iters, start=1):
+        assert m[f"best_newton_iter_l{i}"] == k
+        assert m[f"newton_sim_l{i}"] == pytest.approx(1.0, abs=1e-9)
+        assert m[f"layer_loss_l{i}"] == pytest.approx(np.mean((lay[i - 1].numpy() - qy.double().numpy()) ** 2))
+    assert m["newton_slope"] == pytest.approx(a, abs=1e-9) and m["newton_intercept"] == pytest.approx(c, abs=1e-9)
+    assert m["newton_r2"] == pytest.approx(1.0 - np.sum((iters - (a * layers + c)) ** 2)
+                                           / np.sum((iters - np.mean(iters)) ** 2), abs=1e-9)

@@ -36,7 +36,7 @@ from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
 
-__all__ = ["FuNewtonConfig", "err_cos_matrix"]
+__all__ = ["FuNewtonConfig", "err_cos_matrix", "match_layers"]
 
 # Garg-style curriculum (dims 2 -> 5, points 6 -> 21, full size from step 1251) and lr 2e-3: measured on one core,
 # see docs/experiments/fu-newton.md (lr 1e-3 without or with the curriculum stays at query error/d ~0.35 for 1000s
@@ -141,6 +141,50 @@ def _figures(ctx: RunContext, cfg: FuNewtonConfig, newton_sim: np.ndarray, gd_si
     plotting.loss_curve(ctx.path("loss"), ctx.out / "metrics.jsonl", ylabel="eval loss (MSE, all positions)")
 
 
+def match_layers(lay: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, qx: torch.Tensor, y: torch.Tensor,
+                 cfg: FuNewtonConfig) -> tuple[dict[str, float], tuple]:
+    """Match per-layer predictions to Newton iterations and GD steps by the cosine of their error vectors.
+
+    ``lay`` (L, B, 1) float64 per-layer predictions at the queries; ``cx`` (B, N, d), ``cy`` (B, N), ``qx`` (B, 1, d),
+    ``y`` (B, 1) float64 the labels. Returns the per-layer metrics (``best_newton_iter_l{l}``, ``newton_sim_l{l}``,
+    ``best_gd_steps_l{l}``, ``best_gd_lr_l{l}``, ``gd_sim_l{l}``, ``layer_loss_l{l}``), the line fits
+    ``newton_slope`` / ``newton_intercept`` / ``newton_r2`` (best iteration ~ layer, over the layers whose best
+    iteration is inside the scan) and ``gd_log2_slope`` / ``gd_log2_r2`` (log2 best GD steps ~ layer), the mean
+    similarities, and the arrays the figures draw.
+    """
+    newton = newton_predictions(cx, cy, qx, cfg.max_newton_iters)  # (K+1, B, 1)
+    newton_sim = err_cos_matrix(newton, lay, y).numpy()  # (K+1, L)
+    gd_steps = sorted({int(round(v)) for v in np.geomspace(1, cfg.max_gd_steps, 16)})
+    scale = 1.0 / float((cx.double() ** 2).sum(-1).mean() / cfg.d)
+    lam_max = float(torch.linalg.eigvalsh(cx.double().transpose(1, 2) @ cx.double() / cx.shape[1])[:, -1].median())
+    lrs = np.geomspace(scale * 1e-2, 2.0 / lam_max, cfg.n_lr)
+    gd_sim_all = np.stack([err_cos_matrix(gd_predictions(cx, cy, qx, cfg.max_gd_steps, float(lr))[gd_steps], lay,
+                                          y).numpy() for lr in lrs])  # (n_lr, S, L)
+    gd_sim = gd_sim_all.max(0)
+    best_lr_idx = gd_sim_all.argmax(0)
+
+    n_layers = lay.shape[0]
+    best_newton = newton_sim.argmax(0)
+    best_gd = np.array([gd_steps[i] for i in gd_sim.argmax(0)])
+    inside = best_newton < cfg.max_newton_iters
+    layers = np.arange(1, n_layers + 1)
+    line = _fit_line(layers[inside], best_newton[inside].astype(float))
+    gd_line = _fit_line(layers, np.log2(best_gd.astype(float)))
+
+    out: dict[str, float] = {"newton_slope": line[0], "newton_intercept": line[1], "newton_r2": line[2],
+                             "gd_log2_slope": gd_line[0], "gd_log2_r2": gd_line[2],
+                             "newton_sim_mean": float(newton_sim.max(0).mean()),
+                             "gd_sim_mean": float(gd_sim.max(0).mean())}
+    for i in range(n_layers):
+        out[f"best_newton_iter_l{i + 1}"] = float(best_newton[i])
+        out[f"best_gd_steps_l{i + 1}"] = float(best_gd[i])
+        out[f"best_gd_lr_l{i + 1}"] = float(lrs[best_lr_idx[gd_sim.argmax(0)[i], i]])
+        out[f"newton_sim_l{i + 1}"] = float(newton_sim[best_newton[i], i])
+        out[f"gd_sim_l{i + 1}"] = float(gd_sim.max(0)[i])
+        out[f"layer_loss_l{i + 1}"] = float(((lay[i] - y) ** 2).mean())
+    return out, (newton_sim, gd_sim, gd_steps, best_newton, best_gd, line)
+
+
 @register("fu-newton", "Fu et al.: GPT layers vs Iterative Newton iterations / GD steps on ill-conditioned data",
           config=FuNewtonConfig,
           quick={"layers": 4, "width": 32, "heads": 2, "train.steps": 300, "train.batch_size": 32,
@@ -167,43 +211,14 @@ def run(cfg: FuNewtonConfig, ctx: RunContext) -> dict[str, float]:
         lay = learner.forward_layers(cx, cy, qx).double()  # (L, B, 1)
     y = qy.double()
 
-    newton = newton_predictions(cx, cy, qx, cfg.max_newton_iters)  # (K+1, B, 1)
-    newton_sim = err_cos_matrix(newton, lay, y).numpy()  # (K+1, L)
-    gd_steps = sorted({int(round(v)) for v in np.geomspace(1, cfg.max_gd_steps, 16)})
-    scale = 1.0 / float((cx.double() ** 2).sum(-1).mean() / cfg.d)
-    lam_max = float(torch.linalg.eigvalsh(cx.double().transpose(1, 2) @ cx.double() / n)[:, -1].median())
-    lrs = np.geomspace(scale * 1e-2, 2.0 / lam_max, cfg.n_lr)
-    gd_sim_all = np.stack([err_cos_matrix(gd_predictions(cx, cy, qx, cfg.max_gd_steps, float(lr))[gd_steps], lay,
-                                          y).numpy() for lr in lrs])  # (n_lr, S, L)
-    gd_sim = gd_sim_all.max(0)
-    best_lr_idx = gd_sim_all.argmax(0)
-
-    n_layers = lay.shape[0]
-    best_newton = newton_sim.argmax(0)
-    best_gd = np.array([gd_steps[i] for i in gd_sim.argmax(0)])
-    inside = best_newton < cfg.max_newton_iters
-    layers = np.arange(1, n_layers + 1)
-    line = _fit_line(layers[inside], best_newton[inside].astype(float))
-    gd_line = _fit_line(layers, np.log2(best_gd.astype(float)))
-    _figures(ctx, cfg, newton_sim, gd_sim, gd_steps, best_newton, best_gd, line)
+    out, fig = match_layers(lay, cx, cy, qx, y, cfg)
+    _figures(ctx, cfg, *fig)
 
     with torch.no_grad():
         p_model = model(cx, cy, qx).double()
         p_ols = OLS()(cx.double(), cy.double(), qx.double())
-    out: dict[str, float] = {"model_loss": float(((p_model - y) ** 2).mean()),
-                             "ols_loss": float(((p_ols - y) ** 2).mean()),
-                             "last_layer_probe_loss": float(((lay[-1] - y) ** 2).mean()),
-                             "newton_slope": line[0], "newton_intercept": line[1], "newton_r2": line[2],
-                             "gd_log2_slope": gd_line[0], "gd_log2_r2": gd_line[2],
-                             "newton_sim_mean": float(newton_sim.max(0).mean()),
-                             "gd_sim_mean": float(gd_sim.max(0).mean())}
-    for i in range(n_layers):
-        out[f"best_newton_iter_l{i + 1}"] = float(best_newton[i])
-        out[f"best_gd_steps_l{i + 1}"] = float(best_gd[i])
-        out[f"best_gd_lr_l{i + 1}"] = float(lrs[best_lr_idx[gd_sim.argmax(0)[i], i]])
-        out[f"newton_sim_l{i + 1}"] = float(newton_sim[best_newton[i], i])
-        out[f"gd_sim_l{i + 1}"] = float(gd_sim.max(0)[i])
-        out[f"layer_loss_l{i + 1}"] = float(((lay[i] - y) ** 2).mean())
+    out = {"model_loss": float(((p_model - y) ** 2).mean()), "ols_loss": float(((p_ols - y) ** 2).mean()),
+           "last_layer_probe_loss": float(((lay[-1] - y) ** 2).mean()), **out}
     bad = [k for k, v in out.items() if not math.isfinite(v)]
     if bad:
         raise RuntimeError(f"fu-newton produced non-finite metrics: {bad}")
