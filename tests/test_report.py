@@ -87,3 +87,17 @@ def test_a_grid_table_has_one_row_per_depth(tmp_path):
     assert lines[5].startswith(f"| 2 | 0.1100 ± {half:.4f} | 0.1600 | 0.1100 | 1.000 ± ")
     assert "| 1.00 | 0.9900 |" in lines[5]  # a share of runs has no interval
     assert lines[8].startswith("| 5 | — | — |") and "Source: `docs/results/vonoswald-deep/` (2 runs)" in table
+
+
+def test_a_per_run_table_lists_every_seed_and_a_median_that_counts_a_miss_as_worst(tmp_path):
+    nan = float("nan")
+    for s, (reached, steps) in enumerate([(0.0, nan), (1.0, 18200.0), (1.0, 12400.0)]):
+        _store(tmp_path, "garg-d20", s, reached=reached, steps_to_target=steps, steps=40000.0 if s == 0 else steps,
+               train_wall_s=8000.0, err_at_40=0.06 if s == 0 else 0.049)
+    lines = report.render("garg-d20", tmp_path).splitlines()
+    assert lines[0].startswith("| seed | reached 0.05 at N = 40 | steps to the target |")
+    assert lines[2].startswith("| 0 | 0 | — | — | — | 40000 | 0.200 |")  # missing keys render as —
+    assert lines[3].startswith("| 1 | 1 | 18200 |") and lines[4].startswith("| 2 | 1 | 12400 |")
+    assert lines[5].startswith("| median | 1 | 18200 |")  # of (12400, 18200, never): the middle one
+    assert report.median_nan_last([1.0, nan]) != report.median_nan_last([1.0, nan])  # a middle miss -> NaN
+    assert report.median_nan_last([3.0, 1.0, 2.0, 4.0]) == 2.5

@@ -58,6 +58,14 @@ class Grid:
     columns: tuple[tuple[str, Callable[[int | str], Row]], ...]
 
 
+@dataclass(frozen=True)
+class PerRun:
+    """A table with one row per stored run (its seed first) and one column per Row (header = the Row's label),
+    then a median row: for long runs where each seed matters (e.g. whether it reached a target at all)."""
+
+    columns: tuple[Row, ...]
+
+
 def _ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
     """metrics[a] / metrics[b]; NaN if either is missing or null."""
 
@@ -68,7 +76,7 @@ def _ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
     return ratio
 
 
-TABLES: dict[str, list[Row] | Grid] = {
+TABLES: dict[str, list[Row] | Grid | PerRun] = {
     "vonoswald-gd": [Row("trained LSA loss (½·MSE)", "lsa_loss", "{:.6f}"),
                      Row("one GD step loss", "gd_loss", "{:.6f}"),
                      Row("loss ratio LSA / GD", _ratio("lsa_loss", "gd_loss"), "{:.5f}"),
@@ -137,11 +145,14 @@ TABLES: dict[str, list[Row] | Grid] = {
         ("feed-forward", lambda p: Row("", f"{p}_transformer_err", "{:.3f}")),
         ("ridge", lambda p: Row("", f"{p}_ridge_err", "{:.3f}")),
         ("gain 1→8", lambda p: Row("", f"{p}_s2_gain", "{:.2f}")))),
-    "garg-d20": [Row("normalised error at N = 10", "err_at_10"), Row("normalised error at N = 20", "err_at_20"),
-                 Row("normalised error at N = 40", "err_at_40"), Row("least squares at N = 40", "ols_err_at_40"),
-                 Row("steps to the target", "steps_to_target", "{:.0f}"),
-                 Row("wall seconds to the target", "wall_s_to_target", "{:.0f}"),
-                 Row("curriculum complete at step", "curriculum_complete_step", "{:.0f}")],
+    "garg-d20": PerRun((Row("reached 0.05 at N = 40", "reached", "{:.0f}"),
+                        Row("steps to the target", "steps_to_target", "{:.0f}"),
+                        Row("wall s to the target", "wall_s_to_target", "{:.0f}"),
+                        Row("curriculum complete at step", "curriculum_complete_step", "{:.0f}"),
+                        Row("steps run", "steps", "{:.0f}"), Row("s / step", _ratio("train_wall_s", "steps"), "{:.3f}"),
+                        Row("err at N = 10", "err_at_10", "{:.3f}"), Row("err at N = 20", "err_at_20", "{:.3f}"),
+                        Row("err at N = 40", "err_at_40", "{:.4f}"),
+                        Row("least squares at N = 40", "ols_err_at_40", "{:.1e}"))),
 }
 
 
@@ -246,6 +257,27 @@ def _render_grid(grid: Grid, runs: list[dict], head: str) -> list[str]:
     return lines
 
 
+def _render_per_run(spec: PerRun, runs: list[dict]) -> list[str]:
+    def fmt(row: Row, v: float) -> str:
+        return row.fmt.format(v) if math.isfinite(v) else "—"
+
+    lines = ["| seed | " + " | ".join(c.label for c in spec.columns) + " |", "|" + "---|" * (len(spec.columns) + 1)]
+    for r in runs:
+        lines.append(f"| {r.get('seed', '—')} | " + " | ".join(fmt(c, c.value(r["metrics"])) for c in spec.columns)
+                     + " |")
+    if len(runs) > 1:
+        lines.append("| median | " + " | ".join(fmt(c, median_nan_last([c.value(r["metrics"]) for r in runs]))
+                                                for c in spec.columns) + " |")
+    return lines
+
+
+def median_nan_last(values: list[float]) -> float:
+    """Median where NaN (e.g. "never reached") counts as worse than every finite value: NaN if it is a middle one."""
+    vals = sorted(values, key=lambda v: (not math.isfinite(v), v))
+    mid = vals[(len(vals) - 1) // 2:len(vals) // 2 + 1]
+    return sum(mid) / len(mid) if all(math.isfinite(v) for v in mid) else math.nan
+
+
 def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
     """The markdown table of ``name`` from its stored runs: quantity | value (mean ± 95 % interval over seeds).
 
@@ -261,6 +293,8 @@ def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
     spec = TABLES[name]
     if isinstance(spec, Grid):
         return "\n".join(_render_grid(spec, runs, head.capitalize())) + "\n\n" + _source(runs, name) + "\n"
+    if isinstance(spec, PerRun):
+        return "\n".join(_render_per_run(spec, runs)) + "\n\n" + _source(runs, name) + "\n"
     lines = [f"| quantity | {head} |", "|---|---|"]
     for row in spec:
         label = row.label.replace("|", "\\|")  # a literal | would end the markdown cell
