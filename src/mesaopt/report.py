@@ -6,8 +6,8 @@ and a 95 % Student-t interval over the stored seeds (or the single value), the s
 (commit, command, date). A docs page holds the rendered table between ``<!-- report:NAME -->`` and
 ``<!-- /report:NAME -->``; ``check()`` lists every block that differs from what the stored files render (so a
 number edited by hand, or a stored run replaced without re-rendering, fails CI) and ``write()`` re-renders them.
-A table is a list of ``Row`` (quantity | value) or a ``Grid`` (one row per K, one column per quantity);
-``summary`` is the README's table of key numbers across experiments (``SUMMARY``). ``command()`` is
+The tables (``Row`` lists, ``Grid`` and ``PerRun`` tables; block names ``NAME`` or ``NAME.part``) are declared in
+``mesaopt.report_tables``; ``summary`` is the README's table of key numbers across experiments (``SUMMARY``). ``command()`` is
 ``mesaopt report [NAME] [--check] [--write]``. The module is callable: ``mesaopt.report(name)`` renders a table.
 """
 
@@ -16,159 +16,16 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from mesaopt.errors import ConfigError
 from mesaopt.io import read_json_object
+from mesaopt.report_tables import SUMMARY, SUMMARY_NAME, TABLES, Grid, PerRun, Row
 
 DEFAULT_RESULTS = Path("docs") / "results"
 _TRIAL = re.compile(r" \(trial [^()]*\)$")
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
-
-
-@dataclass(frozen=True)
-class Row:
-    """One quantity of a table: a label and a metric key (or a function of the metrics dict), printed with fmt."""
-
-    label: str
-    key: str | Callable[[dict[str, float]], float]
-    fmt: str = "{:.4g}"
-    spread: bool = True  # False: the mean alone (a share of runs, where an interval means nothing)
-
-    def value(self, metrics: dict[str, float]) -> float:
-        """The quantity for one run's metrics (NaN if the key is missing or null)."""
-        if callable(self.key):
-            return float(self.key(metrics))
-        v = metrics.get(self.key)
-        return math.nan if v is None else float(v)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A wide table: one row per index value (e.g. K), one column per quantity, cells ``mean ± 95 % half-width``.
-
-    ``columns`` are (header, row factory): the factory turns an index value into the Row of that cell.
-    """
-
-    index: str
-    values: tuple[int | str, ...]
-    columns: tuple[tuple[str, Callable[[int | str], Row]], ...]
-
-
-@dataclass(frozen=True)
-class PerRun:
-    """A table with one row per stored run (its seed first) and one column per Row (header = the Row's label),
-    then a median row: for long runs where each seed matters (e.g. whether it reached a target at all)."""
-
-    columns: tuple[Row, ...]
-
-
-def _ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
-    """metrics[a] / metrics[b]; NaN if either is missing or null."""
-
-    def ratio(m: dict[str, float]) -> float:
-        x, y = m.get(a), m.get(b)
-        return math.nan if x is None or y is None else float(x) / float(y)
-
-    return ratio
-
-
-TABLES: dict[str, list[Row] | Grid | PerRun] = {
-    "vonoswald-gd": [Row("trained LSA loss (½·MSE)", "lsa_loss", "{:.6f}"),
-                     Row("one GD step loss", "gd_loss", "{:.6f}"),
-                     Row("loss ratio LSA / GD", _ratio("lsa_loss", "gd_loss"), "{:.5f}"),
-                     Row("sensitivity cosine", "sens_cos", "{:.5f}"), Row("mean |pred. difference|", "pred_diff"),
-                     Row("GD's optimal lr", "gd_lr", "{:.4f}"),
-                     Row("LSA's effective lr (slope on GD with lr 1)", "lsa_lr_effective", "{:.4f}"),
-                     Row("construction error", "construction_err", "{:.2g}")],
-    "mahankali-optimal": [
-        Row("N = 20: learned lr", "lr_learned", "{:.4f}"), Row("N = 20: optimal lr η* (closed form)", "lr_optimal",
-                                                                 "{:.4f}"),
-        Row("N = 20: learned lr from the weights, tr(Γ)/d", "lr_learned_weights", "{:.4f}"),
-        Row("N = 20: |lr_learned − η*| / η*", "lr_rel_err", "{:.2g}"),
-        Row("N = 20: Γ anisotropy", "gamma_anisotropy", "{:.3f}"),
-        Row("N = 20: trained LSA loss (½·MSE)", "lsa_loss", "{:.5f}"),
-        Row("N = 20: one GD step with η*, same tasks", "optimal_gd_loss", "{:.5f}"),
-        Row("N = 20: R*/2 (closed form)", "optimal_gd_risk", "{:.5f}"),
-        Row("N = 20: loss ratio LSA / GD(η*)", "loss_ratio", "{:.5f}"),
-        Row("N = 20: mean |ŷ_LSA − ŷ_GD(η*)|", "pred_diff", "{:.3f}"),
-        *[row for n in (5, 10, 40) for row in (
-            Row(f"N = {n}: learned lr", f"lr_learned_n{n}", "{:.4f}"),
-            Row(f"N = {n}: η* (closed form)", f"lr_optimal_n{n}", "{:.4f}"),
-            Row(f"N = {n}: trained LSA loss", f"lsa_loss_n{n}", "{:.4f}"),
-            Row(f"N = {n}: R*/2 (closed form)", f"optimal_gd_risk_n{n}", "{:.4f}"))]],
-    "svm-implicit-bias": [
-        Row("problems (of 20) whose Frobenius SVM is feasible", "n_feasible_W", "{:.0f}"),
-        Row("problems (of 20) whose nuclear SVM is feasible", "n_feasible_KQ", "{:.0f}"),
-        Row("corr(W, W^mm), Frobenius SVM", "corr_W_fro", "{:.4f}"),
-        Row("… lowest of a run's 20 problems", "corr_W_fro_min", "{:.4f}"),
-        Row("corr(KQᵀ, W^mm_⋆), nuclear SVM, λ = 2.2e-16", "corr_KQ_nuc", "{:.4f}"),
-        Row("… lowest of a run's 20 problems", "corr_KQ_nuc_min", "{:.4f}"),
-        Row("corr(KQᵀ, W^mm_⋆), λ = 0", "corr_KQ_nuc_noreg", "{:.4f}"),
-        Row("… lowest of a run's 20 problems", "corr_KQ_nuc_noreg_min", "{:.4f}"),
-        Row("corr(KQᵀ, W^mm_⋆ in GD's own subspaces), λ = 0", "corr_KQ_nuc_own_subspace_noreg", "{:.4f}"),
-        Row("cross check corr(W, W^mm_⋆)", "corr_W_nuc", "{:.3f}"),
-        Row("cross check corr(KQᵀ, W^mm)", "corr_KQ_fro", "{:.3f}"),
-        Row("rank of W^mm", "rank_svm_fro", "{:.2f}"),
-        Row("rank of W^mm_⋆", "rank_svm_nuc", "{:.2f}"),
-        Row("softmax mass on the selected tokens (W)", "mass_W", "{:.4f}"),
-        Row("softmax mass on the selected tokens (KQ)", "mass_KQ", "{:.4f}"),
-        Row("share of problems ending at the global selection (W)", "frac_global_W", "{:.2f}"),
-        Row("share of problems ending at the global selection (KQ)", "frac_global_KQ", "{:.2f}"),
-        Row("‖KQᵀ‖_F at the end, λ = 2.2e-16", "w_norm_KQ", "{:.0f}"),
-        Row("‖KQᵀ‖_F at the end, λ = 0", "w_norm_KQ_noreg", "{:.0f}"),
-        *[row for n, t, d in ((4, 6, 8), (8, 10, 16)) for row in (
-            Row(f"(n, T, d) = ({n}, {t}, {d}): corr(W, W^mm)", f"corr_W_fro_n{n}_T{t}_d{d}", "{:.4f}"),
-            Row(f"(n, T, d) = ({n}, {t}, {d}): corr(KQᵀ, W^mm_⋆), λ = 2.2e-16", f"corr_KQ_nuc_n{n}_T{t}_d{d}",
-                "{:.4f}"),
-            Row(f"(n, T, d) = ({n}, {t}, {d}): corr(KQᵀ, W^mm_⋆), λ = 0", f"corr_KQ_nuc_noreg_n{n}_T{t}_d{d}",
-                "{:.4f}"))]],
-    "vonoswald-deep": Grid("K", (1, 2, 3, 4, 5), (
-        ("trained LSA", lambda k: Row("", f"lsa_loss_k{k}", "{:.4f}")),
-        ("K-step GD", lambda k: Row("", f"gd_loss_k{k}", "{:.4f}")),
-        ("K-step GD++", lambda k: Row("", f"gdpp_loss_k{k}", "{:.4f}")),
-        ("LSA / GD++", lambda k: Row("", _ratio(f"lsa_loss_k{k}", f"gdpp_loss_k{k}"), "{:.3f}")),
-        ("best match GD++ (share of runs)", lambda k: Row("", f"best_is_gdpp_k{k}", "{:.2f}", spread=False)),
-        ("sens_cos, best match", lambda k: Row("", f"sens_cos_k{k}", "{:.4f}")),
-        ("sens_cos with GD", lambda k: Row("", f"sens_cos_gd_k{k}", "{:.4f}")),
-        ("sens_cos with GD++", lambda k: Row("", f"sens_cos_gdpp_k{k}", "{:.4f}")),
-        ("projected construction", lambda k: Row("", f"projected_loss_k{k}", "{:.4f}")),
-        ("interpolation a = ½", lambda k: Row("", f"interp_loss_k{k}", "{:.4f}")))),
-    "ebt-system2": Grid("task_condition", tuple(f"{t}_{c}" for t in ("linear", "relu2")
-                                                for c in ("id", "ood_noise", "ood_long")), (
-        *((f"S={s}", (lambda p, s=s: Row("", f"{p}_err_at_steps_{s}", "{:.3f}"))) for s in range(1, 9)),
-        *((f"self-verify K at S={s}", (lambda p, s=s: Row("", f"{p}_sv_err_at_steps_{s}", "{:.3f}")))
-          for s in (1, 4, 8)),
-        ("feed-forward", lambda p: Row("", f"{p}_transformer_err", "{:.3f}")),
-        ("ridge", lambda p: Row("", f"{p}_ridge_err", "{:.3f}")),
-        ("gain 1→8", lambda p: Row("", f"{p}_s2_gain", "{:.2f}")))),
-    "garg-d20": PerRun((Row("reached 0.05 at N = 40", "reached", "{:.0f}"),
-                        Row("steps to the target", "steps_to_target", "{:.0f}"),
-                        Row("wall s to the target", "wall_s_to_target", "{:.0f}"),
-                        Row("curriculum complete at step", "curriculum_complete_step", "{:.0f}"),
-                        Row("steps run", "steps", "{:.0f}"), Row("s / step", _ratio("train_wall_s", "steps"), "{:.3f}"),
-                        Row("err at N = 10", "err_at_10", "{:.3f}"), Row("err at N = 20", "err_at_20", "{:.3f}"),
-                        Row("err at N = 40", "err_at_40", "{:.4f}"),
-                        Row("least squares at N = 40", "ols_err_at_40", "{:.1e}"))),
-}
-
-
-SUMMARY_NAME = "summary"
-# the README's key numbers: (experiment, row) pairs, each computed from that experiment's stored runs
-SUMMARY: list[tuple[str, Row]] = [
-    ("vonoswald-gd", Row("loss ratio LSA / one GD step", _ratio("lsa_loss", "gd_loss"), "{:.5f}")),
-    ("vonoswald-gd", Row("sensitivity cosine LSA vs GD", "sens_cos", "{:.5f}")),
-    *[("vonoswald-deep", Row(f"K = {k}: loss ratio LSA / {k}-step GD++", _ratio(f"lsa_loss_k{k}", f"gdpp_loss_k{k}"),
-                             "{:.3f}")) for k in (1, 2, 3, 4)],
-    ("mahankali-optimal", Row("N = 20: learned lr", "lr_learned", "{:.4f}")),
-    ("mahankali-optimal", Row("N = 20: optimal lr η* (closed form)", "lr_optimal", "{:.4f}")),
-    ("svm-implicit-bias", Row("corr(W, W^mm), Frobenius", "corr_W_fro", "{:.4f}")),
-    ("svm-implicit-bias", Row("corr(KQᵀ, W^mm_⋆), nuclear, λ = 2.2e-16", "corr_KQ_nuc", "{:.4f}")),
-    ("svm-implicit-bias", Row("corr(KQᵀ, W^mm_⋆), nuclear, λ = 0", "corr_KQ_nuc_noreg", "{:.4f}")),
-]
 
 
 def load_runs(name: str, root: str | Path = DEFAULT_RESULTS) -> list[dict]:
@@ -287,10 +144,11 @@ def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
         return render_summary(root)
     if name not in TABLES:
         raise ConfigError(f"no report table for {name!r}; tables: {', '.join(sorted(TABLES))}")
-    runs = load_runs(name, root)
+    spec = TABLES[name]
+    runs = load_runs(name.split(".")[0], root)  # "NAME.part": another table of NAME's stored runs
+    name = name.split(".")[0]
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
     head = "value" if len(runs) == 1 else f"mean ± 95 % interval over {len(runs)} runs (seeds {seeds})"
-    spec = TABLES[name]
     if isinstance(spec, Grid):
         return "\n".join(_render_grid(spec, runs, head.capitalize())) + "\n\n" + _source(runs, name) + "\n"
     if isinstance(spec, PerRun):
