@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from mesaopt.runtime import native_bf16
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Stored results the docs cite (copied here by hand with their commit); runs write to ``DEFAULT_OUT``."""
 DEFAULT_OUT = Path("runs") / "bench"
@@ -32,7 +34,7 @@ def machine() -> dict:
         pass
     return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_1m": round(load[0], 2),
             "cpu": model or platform.processor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__}
+            "native_bf16": native_bf16(), "torch": torch.__version__}
 
 
 def time_once(fn: Callable[[], object]) -> float:

@@ -63,3 +63,42 @@ def test_loss_curve_axes_and_path(tmp_path):
     plt.close(fig)
     plotting.loss_curve(tmp_path / "loss", p)
     assert (tmp_path / "loss.png").is_file() and (tmp_path / "loss.pdf").is_file()
+
+
+_AVX2_ONLY = ("processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n\n"
+              "processor\t: 1\nflags\t\t: fpu sse sse2 avx avx2 fma\n")
+_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+
+
+def test_native_bf16_reads_the_cpu_flags():
+    from mesaopt.runtime import native_bf16
+
+    assert not native_bf16(_AVX2_ONLY) and native_bf16(_BF16) and native_bf16(_AMX)
+    assert not native_bf16("model name\t: avx512_bf16 in a model name is not a flag\n")
+    assert isinstance(native_bf16(), bool)
+
+
+def test_amp_auto_follows_the_cpu(monkeypatch):
+    import torch
+
+    from mesaopt import runtime
+    from mesaopt.models.gpt import GPT
+    from mesaopt.tasks import LinearRegression
+    from mesaopt.train import TrainConfig
+    from mesaopt.train.objective import make_loss_fn
+
+    assert runtime.resolve_amp("bf16") == "bf16" and runtime.resolve_amp(None) is None
+    assert runtime.resolve_amp("auto", "cuda") is None
+    model, batch = GPT(d=3, n_positions=6, layers=1, heads=1, width=8, seed=0), LinearRegression(d=3).sample(
+        4, 6, torch.Generator().manual_seed(0))
+    cfg = TrainConfig(amp="auto", n_points=6, steps=1)
+    seen = {}
+    for has in (False, True):
+        monkeypatch.setattr(runtime, "native_bf16", lambda has=has: has)
+        assert runtime.resolve_amp("auto") == ("bf16" if has else None)
+        lin = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        hook = lin.register_forward_hook(lambda m, i, o, has=has: seen.__setitem__(has, o.dtype))
+        make_loss_fn(model, cfg)(batch)
+        hook.remove()
+    assert seen == {False: torch.float32, True: torch.bfloat16}  # autocast on only where the CPU has bf16

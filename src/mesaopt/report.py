@@ -7,8 +7,9 @@ and a 95 % Student-t interval over the stored seeds (or the single value), the s
 ``<!-- /report:NAME -->``; ``check()`` lists every block that differs from what the stored files render (so a
 number edited by hand, or a stored run replaced without re-rendering, fails CI) and ``write()`` re-renders them.
 The tables (``Row`` lists, ``Grid`` and ``PerRun`` tables; block names ``NAME`` or ``NAME.part``) are declared in
-``mesaopt.report_tables``; ``summary`` is the README's table of key numbers across experiments (``SUMMARY``). ``command()`` is
-``mesaopt report [NAME] [--check] [--write]``. The module is callable: ``mesaopt.report(name)`` renders a table.
+``mesaopt.report_tables``; ``summary`` is the README's table of key numbers across experiments (``SUMMARY``).
+``command()`` is ``mesaopt report [NAME] [--check] [--write]``. The module is callable: ``mesaopt.report(name)``
+renders a table.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mesaopt.errors import ConfigError
+from mesaopt.runtime import native_bf16
 
 _COMMAND: str | None = None  # set by the CLI: the command line that started this process
 
@@ -186,5 +187,6 @@ def provenance(started_utc: str, api_call: str | None = None) -> dict[str, Any]:
         command = " ".join(sys.argv)
     return {"version": mesaopt.__version__, "commit": _git_commit(), "command": command,
             "python": platform.python_version(), "torch": _torch_version(),
-            "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cores": os.cpu_count()},
+            "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                        "native_bf16": native_bf16()},
             "started_utc": started_utc, "finished_utc": utc_now()}

@@ -56,8 +56,9 @@ class TrainConfig(StrictModel):
     loss: Loss = Field("mse", description="mse = mean (pred - y)^2; half_mse = 0.5 * mse")
     dtype: DType = Field("float32", description="parameter and data dtype")
     nan_check_every: int = Field(10, ge=1, description="read the NaN/inf flag on the host every k steps")
-    amp: Literal["bf16"] | None = Field(None, description="bf16: run the forward pass under bfloat16 autocast "
-                                                          "(fp32 master weights and optimizer); null = off")
+    amp: Literal["bf16", "auto"] | None = Field(None, description="bf16: run the forward pass under bfloat16 "
+                                                "autocast (fp32 master weights and optimizer); auto: bf16 on a CPU "
+                                                "with native bf16 (AVX512-BF16/AMX), else off; null = off")
     compile: bool = Field(False, description="torch.compile the training loss (opt-in; same numbers up to "
                                              "float rounding, first steps pay the compile time)")
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from mesaopt.errors import ConfigError
+from mesaopt.runtime import resolve_amp
 from mesaopt.train.config import TrainConfig
 
 
@@ -73,7 +74,7 @@ def make_loss_fn(model: torch.nn.Module, cfg: TrainConfig, hook: LossHook | None
     """``batch -> LossOutput`` for training: the hook if given, else the built-in objective under bf16 autocast
     if ``cfg.amp`` and compiled with ``torch.compile`` if ``cfg.compile`` (xs (B,T,d), ys (B,T) in)."""
     device_type = next(iter(model.parameters())).device.type
-    amp = cfg.amp == "bf16"
+    amp = resolve_amp(cfg.amp, device_type) == "bf16"
     if hook is not None:
         if cfg.compile:
             raise ConfigError("train.compile=true is not supported with a model family's own loss hook")
