@@ -16,6 +16,9 @@ No softmax, no LayerNorm, no MLP.
 
 Parametrisations: ``"merged"`` learns W_KQ^h, W_PV^h in R^{D x D} directly; ``"separate"`` learns
 K, Q, V in R^{k x D} and P in R^{D x k} per head with W_KQ = K^T Q and W_PV = P V.
+``tied=True`` is the recurrent (weight-tied) LSA of von Oswald et al. (Sec. 4): ONE layer's weights, stored with
+a leading layer dimension of 1, applied ``layers`` times (``matrices()`` repeats them; hooks still fire per
+application, named by the application index).
 
 Read-out: the prediction is ``READOUT_SIGN * (query's y-slot) = -(query's y-slot)`` after the last
 layer. The sign is a convention fixed by the GD construction (``mesaopt.constructions.lsa_gd``): a
@@ -55,7 +58,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
     kind: ClassVar[str] = "lsa"
 
     def __init__(self, d: int, layers: int = 1, heads: int = 1, param: Literal["merged", "separate"] = "merged",
-                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0) -> None:
+                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0,
+                 tied: bool = False) -> None:
         super().__init__()
         self.d = check_int("model.d", d, 1)
         self.layers = check_int("model.layers", layers, 1)
@@ -71,10 +75,14 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         if not isinstance(normalize, bool):
             raise ConfigError(f"model.normalize must be true or false, got {normalize!r}")
         self.normalize = normalize
+        if not isinstance(tied, bool):
+            raise ConfigError(f"model.tied must be true or false, got {tied!r}")
+        self.tied = tied
         self.init_std = check_float("model.init_std", init_std, 0.0)
         self.seed = check_int("model.seed", seed, 0)
 
-        D, L, H = d + 1, self.layers, self.heads
+        D, H = d + 1, self.heads
+        L = 1 if tied else self.layers  # stored layers: a tied model keeps one and applies it `layers` times
         g = generator(self.seed, "lsa-init")
 
         def init(*shape: int) -> nn.Parameter:
@@ -89,23 +97,32 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
             self.q_weight = init(L, H, k, D)
             self.v_weight = init(L, H, k, D)
             self.p_weight = init(L, H, D, k)
-        self.hook_points = hook_tree(hook_names(L))
+        self.hook_points = hook_tree(hook_names(self.layers))  # one set per application
 
     # ------------------------------------------------------------------ parameters
     def extra_repr(self) -> str:
         return (f"d={self.d}, layers={self.layers}, heads={self.heads}, param={self.param!r}, "
-                f"key_size={self.key_size}, normalize={self.normalize}")
+                f"key_size={self.key_size}, normalize={self.normalize}, tied={self.tied}")
 
     def spec(self) -> dict:
         """JSON-able constructor arguments plus ``"kind"`` (``mesaopt.models.build`` inverts it)."""
         return {"kind": self.kind, "d": self.d, "layers": self.layers, "heads": self.heads, "param": self.param,
-                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed}
+                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed,
+                "tied": self.tied}
 
     def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Effective (W_KQ, W_PV), each (L, H, d+1, d+1); differentiable in the parameters."""
+        """Effective (W_KQ, W_PV), each (L, H, d+1, d+1) (a tied model's one layer repeated); differentiable."""
         if self.param == "merged":
-            return self.kq_weight, self.pv_weight
-        return self.k_weight.transpose(-1, -2) @ self.q_weight, self.p_weight @ self.v_weight
+            kq, pv = self.kq_weight, self.pv_weight
+        else:
+            kq, pv = self.k_weight.transpose(-1, -2) @ self.q_weight, self.p_weight @ self.v_weight
+        if self.tied:
+            return kq.expand(self.layers, -1, -1, -1), pv.expand(self.layers, -1, -1, -1)
+        return kq, pv
+
+    def _stored(self, weight: torch.Tensor, layer: int) -> torch.Tensor:
+        """The stored parameter slice that application ``layer`` uses: weight (L_stored, ...) -> (...)."""
+        return weight[0 if self.tied else layer]
 
     def _index(self, layer: int, head: int) -> None:
         if not (0 <= layer < self.layers and 0 <= head < self.heads):
@@ -124,10 +141,17 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def load_matrices(self, w_kq: torch.Tensor, w_pv: torch.Tensor) -> LSA:
-        """Set a merged model's (W_KQ, W_PV), each (L, H, d+1, d+1); returns self."""
+        """Set a merged model's (W_KQ, W_PV), each (L, H, d+1, d+1); returns self.
+
+        A tied model also takes (1, H, d+1, d+1), or (L, H, d+1, d+1) whose layers are all equal.
+        """
         if self.param != "merged":
             raise ConfigError("load_matrices needs param='merged' (a separate K,Q,V,P model has no unique "
                               "factorisation); set k_weight/q_weight/v_weight/p_weight instead")
+        if self.tied and w_kq.dim() == 4 and w_pv.dim() == 4 and w_kq.shape[0] == w_pv.shape[0] == self.layers > 1:
+            if not (torch.equal(w_kq, w_kq[:1].expand_as(w_kq)) and torch.equal(w_pv, w_pv[:1].expand_as(w_pv))):
+                raise ConfigError("a tied LSA applies one layer's weights: every layer of w_kq and w_pv must be equal")
+            w_kq, w_pv = w_kq[:1], w_pv[:1]
         want = tuple(self.kq_weight.shape)
         if tuple(w_kq.shape) != want or tuple(w_pv.shape) != want:
             raise ShapeError(f"w_kq and w_pv must both be {want}, got {tuple(w_kq.shape)} and {tuple(w_pv.shape)}")
@@ -198,18 +222,21 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
             e = lh.hook_resid_pre(tokens)
             ctx = e[:, :n]
             if self.param == "merged":
-                q = torch.einsum("hij,bsj->bhsi", kq[layer], e)
+                q = torch.einsum("hij,bsj->bhsi", self._stored(kq, layer), e)
                 k = ctx.unsqueeze(1).expand(-1, self.heads, -1, -1)
             else:
-                q = torch.einsum("hkD,bsD->bhsk", kq[layer], e)
-                k = torch.einsum("hkD,bnD->bhnk", self.k_weight[layer], ctx)
+                q = torch.einsum("hkD,bsD->bhsk", self._stored(kq, layer), e)
+                k = torch.einsum("hkD,bnD->bhnk", self._stored(self.k_weight, layer), ctx)
             q, k = lh.attn.hook_q(q), lh.attn.hook_k(k)
-            v = lh.attn.hook_v(torch.einsum("hij,bnj->bhni", pv[layer], ctx))
+            v = lh.attn.hook_v(torch.einsum("hij,bnj->bhni", self._stored(pv, layer), ctx))
             pattern = (q @ k.transpose(-1, -2)) * scale
             if weight is not None:
                 pattern = pattern * weight[:, None, None, :]
             z = lh.attn.hook_z(lh.attn.hook_pattern(pattern) @ v)
-            out = z.sum(1) if self.param == "merged" else torch.einsum("hDk,bhsk->bsD", self.p_weight[layer], z)
+            if self.param == "merged":
+                out = z.sum(1)
+            else:
+                out = torch.einsum("hDk,bhsk->bsD", self._stored(self.p_weight, layer), z)
             tokens = lh.hook_resid_post(e + lh.hook_attn_out(out))
             outs.append(READOUT_SIGN * tokens[:, n:, -1])
         return outs
