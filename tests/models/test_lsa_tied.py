@@ -11,8 +11,8 @@ from mesaopt.errors import ConfigError
 from mesaopt.models import LSA, build
 
 
-def numpy_tied(kq: np.ndarray, pv: np.ndarray, cx, cy, qx, applications: int) -> np.ndarray:
-    """The same layer applied ``applications`` times, every token updated from the context tokens: -> (B, Q)."""
+def numpy_tied(kq: np.ndarray, pv: np.ndarray, cx, cy, qx, applications: int, clip: float = np.inf) -> np.ndarray:
+    """The same layer applied ``applications`` times, every token updated from the context tokens, then clipped."""
     ctx = np.concatenate([cx, cy[..., None]], -1)
     qry = np.concatenate([qx, np.zeros(qx.shape[:-1] + (1,))], -1)
     n = ctx.shape[1]
@@ -20,6 +20,7 @@ def numpy_tied(kq: np.ndarray, pv: np.ndarray, cx, cy, qx, applications: int) ->
         s = np.einsum("bni,bnj->bij", ctx, ctx) / n
         m = sum(pv[h] @ s @ kq[h] for h in range(kq.shape[0]))  # (B, D, D)
         ctx, qry = ctx + np.einsum("bij,bnj->bni", m, ctx), qry + np.einsum("bij,bqj->bqi", m, qry)
+        ctx, qry = np.clip(ctx, -clip, clip), np.clip(qry, -clip, clip)
     return -qry[..., -1]
 
 
@@ -82,3 +83,22 @@ def test_spec_and_pretrained_roundtrip(data, tmp_path):
     x = [t.float() for t in data]
     assert torch.equal(loaded(*x), m(*x))
     assert LSA(d=3).spec()["tied"] is False
+
+
+def test_clip_clamps_every_token_after_every_layer(data):
+    m = LSA(d=3, layers=4, init_std=1.5, seed=5, tied=True, clip=2.0).double()
+    kq, pv = (t.detach().numpy()[0] for t in m.matrices())
+    cx, cy, qx = data
+    ref = numpy_tied(kq, pv, cx.numpy(), cy.numpy(), qx.numpy(), 4, clip=2.0)
+    assert np.abs(numpy_tied(kq, pv, cx.numpy(), cy.numpy(), qx.numpy(), 4) - ref).max() > 1e-3  # clipping bites
+    np.testing.assert_allclose(m(cx, cy, qx).detach().numpy(), ref, rtol=1e-10, atol=1e-12)
+    pred, _ = m.run_with_cache(cx, cy, qx)
+    np.testing.assert_allclose(pred.detach().numpy(), ref, rtol=1e-10, atol=1e-12)
+    xs, ys = torch.cat([cx, qx], 1), torch.cat([cy, torch.zeros(4, 2, dtype=torch.float64)], 1)
+    assert torch.allclose(m.prefix(xs, ys), m.prefix_quadratic(xs, ys))
+    assert torch.allclose(m.prefix_layers(xs, ys)[-1], m.prefix(xs, ys))
+    with m.hooks([("blocks.0.hook_resid_pre", lambda x, name: x)]):
+        assert torch.allclose(m.prefix(xs, ys), m.prefix_quadratic(xs, ys), atol=1e-10)
+    assert build(m.spec()).clip == 2.0
+    with pytest.raises(ConfigError, match="model.clip"):
+        LSA(d=3, clip=0.0)

@@ -43,10 +43,17 @@ class VonOswaldLSAConfig(ExperimentConfig):
     fit_batch_size: int = Field(4096, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
     deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
     deep_lr: float = Field(2e-3, gt=0, description="train.lr for K >= deep_from (as vonoswald-deep)")
+    clip: float = Field(10.0, gt=0, description="models with K >= clip_from layers clamp every token to "
+                                                "[-clip, clip] after every layer (the paper's code: 10)")
+    clip_from: int = Field(4, ge=1, description="smallest K that is clipped (the paper's code: more than 3 layers)")
     train: VonOswaldDeepTrain = Field(default_factory=VonOswaldDeepTrain,
                                       description="training of every model; n_points = n_context + 1, seed derived "
                                                   "from seed and K, lr capped at deep_lr for K >= deep_from")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; the LSA's (B, 11, 11) ops are fastest on one")
+
+    def clip_for(self, k: int) -> float | None:
+        """The token clamp of a K-layer model: ``clip`` for K >= ``clip_from``, else None."""
+        return self.clip if k >= self.clip_from else None
 
 
 def regression_task(cfg: Any, input_range: float | None = None, w_scale: float = 1.0) -> LinearRegression:
@@ -65,14 +72,16 @@ def fit_gd_gdpp(cfg: Any, task: LinearRegression, k: int) -> tuple[GD, GDPlusPlu
 
 
 def train_lsa(cfg: Any, ctx: RunContext, task: LinearRegression, k: int, folder: str, tied: bool = False,
-              eval_fn: Callable[[LSA, int], dict[str, float]] | None = None) -> tuple[LSA, int]:
+              eval_fn: Callable[[LSA, int], dict[str, float]] | None = None,
+              clip: float | None = None) -> tuple[LSA, int]:
     """Train a K-layer (``tied``: one layer applied K times) merged 1-head LSA in ``ctx.out / folder``.
 
+    ``clip``: the model's token clamp (``LSA(clip=...)``; None: none).
     Seeds: init ``derive_seed(seed, "init", k)``, training ``derive_seed(seed, "train", k)``; lr capped at
     ``cfg.deep_lr`` for K >= ``cfg.deep_from``. Returns (the trained model on the CPU in eval mode, steps done).
     """
     model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
-                seed=derive_seed(cfg.seed, "init", k) % (2**31), tied=tied)
+                seed=derive_seed(cfg.seed, "init", k) % (2**31), tied=tied, clip=clip)
     lr = min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr
     tcfg = cfg.train.to_train(seed=derive_seed(cfg.seed, "train", k) % (2**31), device=cfg.device,
                               n_points=cfg.n_context + 1, derived={"lr": lr})

@@ -109,8 +109,8 @@ def run(cfg: VonOswaldOODConfig, ctx: RunContext) -> dict[str, float]:
     task, k = regression_task(cfg), cfg.deep_k
     gd1, _ = fit_gd_gdpp(cfg, task, 1)
     gdk, gdppk = fit_gd_gdpp(cfg, task, k)
-    lsa1, steps1 = train_lsa(cfg, ctx, task, 1, "k1")
-    lsak, stepsk = train_lsa(cfg, ctx, task, k, f"k{k}")
+    lsa1, steps1 = train_lsa(cfg, ctx, task, 1, "k1", clip=cfg.clip_for(1))
+    lsak, stepsk = train_lsa(cfg, ctx, task, k, f"k{k}", clip=cfg.clip_for(k))
     learners = {"lsa1": lsa1, "gd1": gd1, f"lsa{k}": lsak, f"gd{k}": gdk, f"gdpp{k}": gdppk}
     curves = {axis: _curves(cfg, learners, axis) for axis in ("alpha", "beta")}
     _figures(ctx, cfg, curves)

@@ -59,7 +59,7 @@ def _one_k(cfg: VonOswaldRecurrentConfig, ctx: RunContext, task: LinearRegressio
            ev: tuple[torch.Tensor, ...]) -> tuple[dict[str, float], LSA]:
     """Train the tied K-application LSA, fit K-step GD / GD++, compare on ``ev``: (metrics, trained model)."""
     gd, gdpp = fit_gd_gdpp(cfg, task, k)
-    model, steps = train_lsa(cfg, ctx, task, k, f"k{k}", tied=True)
+    model, steps = train_lsa(cfg, ctx, task, k, f"k{k}", tied=True, clip=cfg.clip_for(k))
     cx, cy, qx, qy = ev
     with torch.no_grad():
         p_lsa, p_gd, p_gdpp = model(cx, cy, qx), gd(cx, cy, qx), gdpp(cx, cy, qx)
