@@ -23,7 +23,7 @@ from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
 
-__all__ = ["VonOswaldDeepTrain", "VonOswaldLSAConfig", "fit_gd_gdpp", "half_mse", "regression_task", "train_lsa"]
+__all__ = ["VonOswaldDeepTrain", "VonOswaldLSAConfig", "eval_half_mse", "fit_gd_gdpp", "regression_task", "train_lsa"]
 
 VonOswaldDeepTrain = train_settings(
     "VonOswaldDeepTrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
@@ -89,7 +89,7 @@ def train_lsa(cfg: Any, ctx: RunContext, task: LinearRegression, k: int, folder:
     return res.model.cpu().eval(), int(res.step)
 
 
-def half_mse(learner: Callable[..., torch.Tensor], batch: tuple[torch.Tensor, ...]) -> float:
+def eval_half_mse(learner: Callable[..., torch.Tensor], batch: tuple[torch.Tensor, ...]) -> float:
     """1/2 MSE of ``learner(ctx_x, ctx_y, qry_x)`` on a split batch (ctx_x, ctx_y, qry_x, qry_y)."""
     cx, cy, qx, qy = batch
     with torch.no_grad():

@@ -24,7 +24,13 @@ from pydantic import Field, field_validator
 
 from mesaopt import plotting
 from mesaopt.experiments.base import RunContext, register
-from mesaopt.experiments.vonoswald_common import VonOswaldLSAConfig, fit_gd_gdpp, half_mse, regression_task, train_lsa
+from mesaopt.experiments.vonoswald_common import (
+    VonOswaldLSAConfig,
+    eval_half_mse,
+    fit_gd_gdpp,
+    regression_task,
+    train_lsa,
+)
 from mesaopt.seeding import generator
 
 __all__ = ["VonOswaldOODConfig", "scale_key"]
@@ -61,7 +67,7 @@ def _curves(cfg: VonOswaldOODConfig, learners: dict, axis: str) -> dict[str, lis
                 else regression_task(cfg, w_scale=v))
         ev = task.sample(cfg.eval_batch_size, cfg.n_context + 1, generator(cfg.seed, "ood-eval")).split(cfg.n_context)
         for name, learner in learners.items():
-            out[name].append(half_mse(learner, ev))
+            out[name].append(eval_half_mse(learner, ev))
     return out
 
 

@@ -30,7 +30,13 @@ from mesaopt import constructions, plotting
 from mesaopt.algorithms import GD
 from mesaopt.analysis import metrics
 from mesaopt.experiments.base import RunContext, register
-from mesaopt.experiments.vonoswald_common import VonOswaldLSAConfig, fit_gd_gdpp, half_mse, regression_task, train_lsa
+from mesaopt.experiments.vonoswald_common import (
+    VonOswaldLSAConfig,
+    eval_half_mse,
+    fit_gd_gdpp,
+    regression_task,
+    train_lsa,
+)
 from mesaopt.models import LSA
 from mesaopt.models.lsa_rollout import damped_rollout
 from mesaopt.seeding import generator
@@ -46,6 +52,8 @@ class VonOswaldRecurrentConfig(VonOswaldLSAConfig):
                                                    "contain 1, the layer that is rolled out)")
     damping: float = Field(0.75, gt=0, description="roll-out damping lambda (paper's code: 0.75)")
     rollout_steps: int = Field(50, ge=1, description="S_max: the trained layer is applied S = 1 .. S_max times")
+    deep_lr: float = Field(5e-3, gt=0, description="train.lr for K >= deep_from (tied K = 10 stayed far above "
+                                                   "10-step GD after 2500 steps at 2e-3)")
 
     @field_validator("ks")
     @classmethod
@@ -91,7 +99,7 @@ def _rollout(cfg: VonOswaldRecurrentConfig, task: LinearRegression, layer: LSA, 
                        batch_size=cfg.fit_batch_size)
         out["rollout"].append(float(metrics.half_mse(rolled[s - 1], qy)))
         out["gd_damped"].append(float(metrics.half_mse(damped[s - 1].float(), qy)))
-        out["gd_rollout"].append(half_mse(gd, ev))
+        out["gd_rollout"].append(eval_half_mse(gd, ev))
         out["gd_rollout_lr"].append(float(gd.lr))
     out["construction_err"] = [float(err)]
     return out
