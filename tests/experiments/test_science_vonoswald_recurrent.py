@@ -21,7 +21,7 @@ import torch
 from mesaopt import constructions, experiments
 from mesaopt.models.lsa_rollout import damped_rollout
 
-D, N, LAM, S_MAX = 5, 10, 0.75, 6
+D, N, LAM, S_MAX = 10, 10, 0.75, 6
 OVER = {"d": D, "n_context": N, "ks": [1, 2], "rollout_steps": S_MAX, "damping": LAM, "train.steps": 1000,
         "train.eval_every": 250, "train.ckpt_every": 0, "train.warmup_steps": 20, "train.lr": 1e-2,
         "eval_batch_size": 8192, "fit_batch_size": 8192}
@@ -77,7 +77,7 @@ def test_tied_two_applications_beat_two_gd_steps(metrics, mc):
     assert metrics["gd_loss_k2"] == pytest.approx(best[2], rel=0.05)
     assert metrics["lsa_loss_k1"] == pytest.approx(best[1], rel=0.04)  # one layer = one optimal GD step
     assert metrics["lsa_loss_k2"] < 0.9 * best[2]  # tied GD++ beats GD: so does the trained tied LSA
-    assert metrics["lsa_loss_k2"] < 1.1 * metrics["gdpp_loss_k2"]
+    assert metrics["lsa_loss_k2"] < 1.25 * metrics["gdpp_loss_k2"]  # and heads for tied GD++ (1000 steps only)
 
 
 @pytest.mark.slow
