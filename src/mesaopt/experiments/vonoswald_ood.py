@@ -71,6 +71,16 @@ def _curves(cfg: VonOswaldOODConfig, learners: dict, axis: str) -> dict[str, lis
     return out
 
 
+def _log_axes(ax, grid: list[float]) -> None:
+    """Log-log axes with the grid values as x tick labels."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(grid, [scale_key(v) for v in grid])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def _figures(ctx: RunContext, cfg: VonOswaldOODConfig, curves: dict[str, dict[str, list[float]]]) -> None:
     plotting.paper_style()
     import matplotlib.pyplot as plt
@@ -85,8 +95,7 @@ def _figures(ctx: RunContext, cfg: VonOswaldOODConfig, curves: dict[str, dict[st
         ax = axes[0, col]
         for name, (ls, color, label) in style.items():
             ax.plot(grid, curves[axis][name], ls, ms=3, color=plotting.PALETTE[color], label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axes(ax, grid)
         ax.axvline(1.0, color="k", lw=0.8, ls=":")
         ax.set_ylabel("loss (1/2 MSE)")
         ax.legend(fontsize=7)
@@ -95,8 +104,7 @@ def _figures(ctx: RunContext, cfg: VonOswaldOODConfig, curves: dict[str, dict[st
             ratio = [a / b for a, b in zip(curves[axis][num], curves[axis][den], strict=True)]
             ax.plot(grid, ratio, "o-", ms=3, color=plotting.PALETTE[color], label=f"{num} / {den}")
         ax.axhline(1.0, color="k", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axes(ax, grid)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("loss ratio, trained / algorithm")
         ax.legend(fontsize=7)
