@@ -116,6 +116,9 @@ def _figures(ctx: RunContext, cfg: VonOswaldRecurrentConfig, per_k: dict[int, di
     ax.plot(s, roll["gd_damped"], "--", color=plotting.PALETTE["gd"], label=f"GD, lr = λ·η* ({cfg.damping:g}·η*)")
     ax.plot(s, roll["gd_rollout"], ":", color=plotting.PALETTE["gdpp"], label="GD, lr fitted per S")
     ax.set_yscale("log")
+    # fixed-lr GD eventually diverges on the rare tasks with lambda_max(X^T X / N) > 2 / lr: keep the useful range
+    lo = min(min(v) for v in (roll["rollout"], roll["gd_damped"], roll["gd_rollout"]))
+    ax.set_ylim(0.8 * lo, 2.0 * max(roll["rollout"][0], roll["gd_damped"][0]))
     ax.set_xlabel("S: applications of the layer / GD steps")
     ax.set_ylabel("loss (1/2 MSE)")
     ax.set_title(f"Damped roll-out of the trained layer (d={cfg.d}, N={cfg.n_context})")
