@@ -35,7 +35,8 @@ from mesaopt.seeding import generator
 
 __all__ = ["VonOswaldOODConfig", "scale_key"]
 
-GRID = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+ALPHAS = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]  # the paper's code: 0.5 .. 2 (step 0.03)
+BETAS = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0]  # the paper's code: 0.5 .. 5 (step 0.1)
 
 
 def scale_key(value: float) -> str:
@@ -47,8 +48,8 @@ class VonOswaldOODConfig(VonOswaldLSAConfig):
     """Config of ``vonoswald-ood``: the deep model's K and the alpha / beta grids, plus the shared fields."""
 
     deep_k: int = Field(3, ge=2, description="layers K of the deep LSA (compared with K-step GD and GD++)")
-    alphas: list[float] = Field(GRID, description="input scales alpha: x ~ U(-alpha r/2, alpha r/2)^d")
-    betas: list[float] = Field(GRID, description="teacher scales beta: w ~ N(0, beta^2 I)")
+    alphas: list[float] = Field(ALPHAS, description="input scales alpha: x ~ U(-alpha r/2, alpha r/2)^d")
+    betas: list[float] = Field(BETAS, description="teacher scales beta: w ~ N(0, beta^2 I)")
 
     @field_validator("alphas", "betas")
     @classmethod
