@@ -27,23 +27,15 @@ import torch
 from pydantic import Field, field_validator
 
 from mesaopt import constructions, plotting
-from mesaopt.algorithms import GD, GDPlusPlus
 from mesaopt.analysis import metrics
 from mesaopt.analysis.families import fit_gdpp, gd_predictions, sq_diff
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
+from mesaopt.experiments.vonoswald_common import VonOswaldDeepTrain, fit_gd_gdpp, regression_task, train_lsa
 from mesaopt.models import LSA
-from mesaopt.seeding import derive_seed, generator
+from mesaopt.seeding import generator
 from mesaopt.tasks import LinearRegression
-from mesaopt.train import train
-from mesaopt.train.settings import train_settings
 
-__all__ = ["VonOswaldDeepConfig", "aligned_construction", "projected_hparams"]
-
-
-VonOswaldDeepTrain = train_settings(
-    "VonOswaldDeepTrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
-                               min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100,
-                               eval_batch_size=2048, ckpt_every=1000, loss="half_mse", objective="query"))
+__all__ = ["VonOswaldDeepConfig", "VonOswaldDeepTrain", "aligned_construction", "projected_hparams"]
 
 
 class VonOswaldDeepConfig(ExperimentConfig):
@@ -127,10 +119,7 @@ def _fit_construction(model: LSA, task: LinearRegression, cfg: VonOswaldDeepConf
 
 def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k: int, ev) -> dict:
     n = cfg.n_context
-    gd = GD.fit_lr(task, steps=k, n_context=n, generator=generator(cfg.seed, "gd-lr", k),
-                   batch_size=cfg.fit_batch_size)
-    gdpp = GDPlusPlus.fit_hparams(task, steps=k, n_context=n, generator=generator(cfg.seed, "gdpp", k),
-                                  batch_size=cfg.fit_batch_size)
+    gd, gdpp = fit_gd_gdpp(cfg, task, k)
     mon = task.sample(1024, n + 1, generator(cfg.seed, "monitor", k))
     mcx, mcy, mqx, _ = mon.split(n)
     gd_mon, gdpp_mon = gd(mcx, mcy, mqx), gdpp(mcx, mcy, mqx)
@@ -142,13 +131,7 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
                 "sens_cos_gd": metrics.sens_cos(model, gd, mcx, mcy, mqx),
                 "sens_cos_gdpp": metrics.sens_cos(model, gdpp, mcx, mcy, mqx)}
 
-    model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
-                seed=derive_seed(cfg.seed, "init", k) % (2**31))
-    lr = min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr
-    tcfg = cfg.train.to_train(seed=derive_seed(cfg.seed, "train", k) % (2**31), device=cfg.device, n_points=n + 1,
-                              derived={"lr": lr})
-    res = train(model, task, tcfg, out=ctx.path(f"k{k}"), resume=ctx.resume, eval_fn=eval_fn, progress=ctx.progress)
-    model = res.model.cpu().eval()
+    model, _ = train_lsa(cfg, ctx, task, k, f"k{k}", eval_fn=eval_fn)
 
     cx, cy, qx, qy = ev
     with torch.no_grad():
@@ -246,7 +229,7 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
                  "fit_batch_size": 2048, "interp_points": 5})
 def run(cfg: VonOswaldDeepConfig, ctx: RunContext) -> dict[str, float]:
     """Train a K-layer LSA for every K, fit GD / GD++, compare and interpolate; returns the metrics."""
-    task = LinearRegression(d=cfg.d, noise_std=cfg.noise_std, x_dist="uniform", input_range=cfg.input_range)
+    task = regression_task(cfg)
     ev = task.sample(cfg.eval_batch_size, cfg.n_context + 1, generator(cfg.seed, "final-eval")).split(cfg.n_context)
     per_k = {k: _one_k(cfg, ctx, task, k, ev) for k in cfg.ks}
     _figures(ctx, cfg, per_k)

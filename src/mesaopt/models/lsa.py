@@ -16,6 +16,12 @@ No softmax, no LayerNorm, no MLP.
 
 Parametrisations: ``"merged"`` learns W_KQ^h, W_PV^h in R^{D x D} directly; ``"separate"`` learns
 K, Q, V in R^{k x D} and P in R^{D x k} per head with W_KQ = K^T Q and W_PV = P V.
+``tied=True`` is the recurrent (weight-tied) LSA of von Oswald et al. (Sec. 4): ONE layer's weights, stored with
+a leading layer dimension of 1, applied ``layers`` times (``matrices()`` repeats them; hooks still fire per
+application, named by the application index).
+``clip=c`` clamps every token to [-c, c] after every layer (the paper's code does this for deep/recurrent models,
+``clip = 10`` for more than 3 layers, against exploding activations); clamping acts per token, so a clipped model
+runs the token-by-token path (``_run``) instead of the S-statistic chain, and ``prefix`` the quadratic one.
 
 Read-out: the prediction is ``READOUT_SIGN * (query's y-slot) = -(query's y-slot)`` after the last
 layer. The sign is a convention fixed by the GD construction (``mesaopt.constructions.lsa_gd``): a
@@ -55,7 +61,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
     kind: ClassVar[str] = "lsa"
 
     def __init__(self, d: int, layers: int = 1, heads: int = 1, param: Literal["merged", "separate"] = "merged",
-                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0) -> None:
+                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0,
+                 tied: bool = False, clip: float | None = None) -> None:
         super().__init__()
         self.d = check_int("model.d", d, 1)
         self.layers = check_int("model.layers", layers, 1)
@@ -71,10 +78,15 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         if not isinstance(normalize, bool):
             raise ConfigError(f"model.normalize must be true or false, got {normalize!r}")
         self.normalize = normalize
+        if not isinstance(tied, bool):
+            raise ConfigError(f"model.tied must be true or false, got {tied!r}")
+        self.tied = tied
+        self.clip = None if clip is None else check_float("model.clip", clip, 0.0, strict=True)
         self.init_std = check_float("model.init_std", init_std, 0.0)
         self.seed = check_int("model.seed", seed, 0)
 
-        D, L, H = d + 1, self.layers, self.heads
+        D, H = d + 1, self.heads
+        L = 1 if tied else self.layers  # stored layers: a tied model keeps one and applies it `layers` times
         g = generator(self.seed, "lsa-init")
 
         def init(*shape: int) -> nn.Parameter:
@@ -89,23 +101,32 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
             self.q_weight = init(L, H, k, D)
             self.v_weight = init(L, H, k, D)
             self.p_weight = init(L, H, D, k)
-        self.hook_points = hook_tree(hook_names(L))
+        self.hook_points = hook_tree(hook_names(self.layers))  # one set per application
 
     # ------------------------------------------------------------------ parameters
     def extra_repr(self) -> str:
         return (f"d={self.d}, layers={self.layers}, heads={self.heads}, param={self.param!r}, "
-                f"key_size={self.key_size}, normalize={self.normalize}")
+                f"key_size={self.key_size}, normalize={self.normalize}, tied={self.tied}, clip={self.clip}")
 
     def spec(self) -> dict:
         """JSON-able constructor arguments plus ``"kind"`` (``mesaopt.models.build`` inverts it)."""
         return {"kind": self.kind, "d": self.d, "layers": self.layers, "heads": self.heads, "param": self.param,
-                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed}
+                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed,
+                "tied": self.tied, "clip": self.clip}
 
     def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Effective (W_KQ, W_PV), each (L, H, d+1, d+1); differentiable in the parameters."""
+        """Effective (W_KQ, W_PV), each (L, H, d+1, d+1) (a tied model's one layer repeated); differentiable."""
         if self.param == "merged":
-            return self.kq_weight, self.pv_weight
-        return self.k_weight.transpose(-1, -2) @ self.q_weight, self.p_weight @ self.v_weight
+            kq, pv = self.kq_weight, self.pv_weight
+        else:
+            kq, pv = self.k_weight.transpose(-1, -2) @ self.q_weight, self.p_weight @ self.v_weight
+        if self.tied:
+            return kq.expand(self.layers, -1, -1, -1), pv.expand(self.layers, -1, -1, -1)
+        return kq, pv
+
+    def _stored(self, weight: torch.Tensor, layer: int) -> torch.Tensor:
+        """The stored parameter slice that application ``layer`` uses: weight (L_stored, ...) -> (...)."""
+        return weight[0 if self.tied else layer]
 
     def _index(self, layer: int, head: int) -> None:
         if not (0 <= layer < self.layers and 0 <= head < self.heads):
@@ -124,10 +145,17 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def load_matrices(self, w_kq: torch.Tensor, w_pv: torch.Tensor) -> LSA:
-        """Set a merged model's (W_KQ, W_PV), each (L, H, d+1, d+1); returns self."""
+        """Set a merged model's (W_KQ, W_PV), each (L, H, d+1, d+1); returns self.
+
+        A tied model also takes (1, H, d+1, d+1), or (L, H, d+1, d+1) whose layers are all equal.
+        """
         if self.param != "merged":
             raise ConfigError("load_matrices needs param='merged' (a separate K,Q,V,P model has no unique "
                               "factorisation); set k_weight/q_weight/v_weight/p_weight instead")
+        if self.tied and w_kq.dim() == 4 and w_pv.dim() == 4 and w_kq.shape[0] == w_pv.shape[0] == self.layers > 1:
+            if not (torch.equal(w_kq, w_kq[:1].expand_as(w_kq)) and torch.equal(w_pv, w_pv[:1].expand_as(w_pv))):
+                raise ConfigError("a tied LSA applies one layer's weights: every layer of w_kq and w_pv must be equal")
+            w_kq, w_pv = w_kq[:1], w_pv[:1]
         want = tuple(self.kq_weight.shape)
         if tuple(w_kq.shape) != want or tuple(w_pv.shape) != want:
             raise ShapeError(f"w_kq and w_pv must both be {want}, got {tuple(w_kq.shape)} and {tuple(w_pv.shape)}")
@@ -158,9 +186,9 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
                 cw = ctx if weight is None else ctx * weight.unsqueeze(-1)
                 s = (cw.transpose(-1, -2) @ ctx) * scale  # (..., D, D)
             m = torch.einsum("hij,...jk,hkl->...il", pv[layer], s, kq[layer])  # sum_h W_PV^h S W_KQ^h
-            qry = qry + qry @ m.transpose(-1, -2)
+            qry = self._clamp(qry + qry @ m.transpose(-1, -2))
             if layer + 1 < self.layers:  # the last layer's context update cannot reach any readout
-                ctx = ctx + ctx @ m.transpose(-1, -2)
+                ctx = self._clamp(ctx + ctx @ m.transpose(-1, -2))
             outs.append(READOUT_SIGN * qry[..., -1])
         return outs
 
@@ -198,19 +226,22 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
             e = lh.hook_resid_pre(tokens)
             ctx = e[:, :n]
             if self.param == "merged":
-                q = torch.einsum("hij,bsj->bhsi", kq[layer], e)
+                q = torch.einsum("hij,bsj->bhsi", self._stored(kq, layer), e)
                 k = ctx.unsqueeze(1).expand(-1, self.heads, -1, -1)
             else:
-                q = torch.einsum("hkD,bsD->bhsk", kq[layer], e)
-                k = torch.einsum("hkD,bnD->bhnk", self.k_weight[layer], ctx)
+                q = torch.einsum("hkD,bsD->bhsk", self._stored(kq, layer), e)
+                k = torch.einsum("hkD,bnD->bhnk", self._stored(self.k_weight, layer), ctx)
             q, k = lh.attn.hook_q(q), lh.attn.hook_k(k)
-            v = lh.attn.hook_v(torch.einsum("hij,bnj->bhni", pv[layer], ctx))
+            v = lh.attn.hook_v(torch.einsum("hij,bnj->bhni", self._stored(pv, layer), ctx))
             pattern = (q @ k.transpose(-1, -2)) * scale
             if weight is not None:
                 pattern = pattern * weight[:, None, None, :]
             z = lh.attn.hook_z(lh.attn.hook_pattern(pattern) @ v)
-            out = z.sum(1) if self.param == "merged" else torch.einsum("hDk,bhsk->bsD", self.p_weight[layer], z)
-            tokens = lh.hook_resid_post(e + lh.hook_attn_out(out))
+            if self.param == "merged":
+                out = z.sum(1)
+            else:
+                out = torch.einsum("hDk,bhsk->bsD", self._stored(self.p_weight, layer), z)
+            tokens = lh.hook_resid_post(self._clamp(e + lh.hook_attn_out(out)))
             outs.append(READOUT_SIGN * tokens[:, n:, -1])
         return outs
 
@@ -226,6 +257,10 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         outs = self._run_hooked(tokens, t, scale.repeat(b)[:, None, None, None], weight)
         return torch.stack(outs).reshape(self.layers, b, t)
 
+    def _clamp(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (..., D) clamped to [-clip, clip] (unchanged without clip)."""
+        return tokens if self.clip is None else tokens.clamp(-self.clip, self.clip)
+
     def _scale(self, n: int) -> float:
         return 1.0 / max(n, 1) if self.normalize else 1.0
 
@@ -238,6 +273,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         if self.hooks_active:
             return torch.stack(self._run_hooked(torch.cat([ctx, qry], dim=1), ctx.shape[1],
                                                 self._scale(ctx_x.shape[1])))
+        if self.clip is not None:  # clamping acts per token: no S-statistic chain
+            return torch.stack(self._run(ctx, qry, self._scale(ctx_x.shape[1])))
         s0 = (ctx.transpose(-1, -2) @ ctx) * self._scale(ctx_x.shape[1])  # (B, D, D): the only O(N) step
         return torch.stack(self._run_stats(s0, qry))
 
@@ -277,6 +314,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         self._check(xs)
         if self.hooks_active:
             return self._prefix_hooked(xs, ys)[-1]
+        if self.clip is not None:
+            return self._prefix_tokens(xs, ys)[-1][..., 0]
         _, qry, _, s0 = self._prefix_s0(xs, ys)
         return self._run_stats(s0, qry)[-1][..., 0]
 
@@ -286,6 +325,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         self._check(xs)
         if self.hooks_active:
             return self._prefix_hooked(xs, ys)
+        if self.clip is not None:
+            return torch.stack(self._prefix_tokens(xs, ys))[..., 0]
         _, qry, _, s0 = self._prefix_s0(xs, ys)
         return torch.stack(self._run_stats(s0, qry))[..., 0]
 
@@ -297,6 +338,10 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         """
         check_prefix_inputs(xs, ys)
         self._check(xs)
+        return self._prefix_tokens(xs, ys)[-1][..., 0]
+
+    def _prefix_tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer prefix readouts [(B, T, 1)] from every problem's own context tokens (``prefix_quadratic``)."""
         b, t, _ = xs.shape
         e, qry, scale, s0 = self._prefix_s0(xs, ys)
         counts = torch.arange(t, device=xs.device)
@@ -305,5 +350,4 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         else:
             ctx = e.unsqueeze(1).expand(b, t, t, e.shape[-1])  # problem t, token i
             weight = (counts[None, :] < counts[:, None]).to(xs.dtype)  # (T, T): token i is context of problem t
-        outs = self._run(ctx, qry, scale[:, None, None], weight=weight, s0=s0)
-        return outs[-1][..., 0]
+        return self._run(ctx, qry, scale[:, None, None], weight=weight, s0=s0)
