@@ -1,7 +1,8 @@
 """von Oswald et al. (arXiv 2212.07677) Sec. 4: non-linear regression by GD on a learned deep data representation.
 
-Task (``tasks.SineWave``, the paper's released data code): y = a sin(x + phi), a ~ U(0.1, 0.5), phi ~ U(0, pi),
-x ~ U(-5, 5), N = 10 context points, one query, loss = 1/2 * MSE. Models, both trained through ``train``:
+Task (``tasks.SineWave``): y = a sin(x + phi), a ~ U(0.1, 0.5), phi ~ U(0, 2 pi) (the paper's code: U(0, pi);
+docs/experiments/vonoswald-sine.md says why we widen it), x ~ U(-5, 5), N = 10 context points, one query,
+loss = 1/2 * MSE. Models, both trained through ``train``:
 ``FeatureLSA`` (a per-token MLP phi(x) shared across tokens, then LSA on [phi(x); y], end to end; folder
 ``mlp_lsa/``) and a plain ``LSA`` on the raw x (folder ``lsa/``). Baselines on one held-out batch:
 GD on the trained MLP's features (``layers`` steps of ``OnFeatures(GD, phi)``, lr fitted by ``GD.fit_lr`` on
@@ -40,8 +41,8 @@ from mesaopt.train.settings import train_settings
 __all__ = ["VonOswaldSineConfig", "fit_ridge_lam"]
 
 SineTrain = train_settings(
-    "SineTrain", dict(steps=5000, batch_size=1024, lr=1e-3, optimizer="adam", schedule="cosine", min_lr_ratio=0.05,
-                      grad_clip=10.0, eval_every=100, eval_batch_size=2048, ckpt_every=1000, loss="half_mse",
+    "SineTrain", dict(steps=6000, batch_size=512, lr=3e-3, optimizer="adam", schedule="cosine", min_lr_ratio=0.05,
+                      grad_clip=10.0, eval_every=200, eval_batch_size=2048, ckpt_every=1000, loss="half_mse",
                       objective="query"))
 
 
@@ -52,7 +53,7 @@ class VonOswaldSineConfig(ExperimentConfig):
     input_range: float = Field(10.0, gt=0, description="x ~ U(-r/2, r/2)")
     amp_min: float = Field(0.1, ge=0, description="smallest amplitude")
     amp_max: float = Field(0.5, gt=0, description="largest amplitude")
-    phase_max: float = Field(math.pi, ge=0, description="phase phi ~ U(0, phase_max)")
+    phase_max: float = Field(2 * math.pi, ge=0, description="phase phi ~ U(0, phase_max); the paper's code: pi")
     features: int = Field(40, ge=1, description="output width of the MLP (the LSA's input dimension)")
     hidden: int = Field(160, ge=1, description="hidden width of the MLP")
     layers: int = Field(1, ge=1, description="LSA layers of both models (= GD steps of the feature baseline)")
@@ -128,7 +129,8 @@ def _compare(cfg: VonOswaldSineConfig, task: SineWave, mlp_lsa: FeatureLSA, lsa:
                 "sens_cos_gd_features": metrics.sens_cos(mlp_lsa.lsa, gd_f, fcx, cy, fqx),
                 "pred_diff_gd_features": metrics.pred_diff(preds["mlp_lsa"], preds["gd_features"]),
                 "loss_ratio_mlp_lsa_lsa": out["mlp_lsa_loss"] / out["lsa_loss"]})
-    learners = {"MLP + LSA": mlp_lsa, "LSA (raw x)": lsa, "GD on learned features": OnFeatures(gd_f, mlp_lsa.features_of),
+    learners = {"MLP + LSA": mlp_lsa, "LSA (raw x)": lsa,
+                "GD on learned features": OnFeatures(gd_f, mlp_lsa.features_of),
                 "kernel ridge (RBF)": lambda a, b, c: rbf_kernel_ridge(a, b, c, k_lam, k_bw)}
     return out, learners
 

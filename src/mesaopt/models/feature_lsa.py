@@ -57,7 +57,7 @@ class FeatureLSA(PretrainedMixin, nn.Module):
                 "layers": self.lsa.layers, "heads": self.lsa.heads, "init_std": self.init_std, "seed": self.seed}
 
     def features_of(self, x: torch.Tensor) -> torch.Tensor:
-        """The learned feature map phi: x (..., d) -> (..., features), computed in the model's dtype, returned in x's."""
+        """The learned feature map phi: x (..., d) -> (..., features), in x's dtype (computed in the model's)."""
         if x.shape[-1] != self.d:
             raise ShapeError(f"inputs have d={x.shape[-1]} but the model was built with d={self.d}")
         h = torch.nn.functional.gelu(x.to(self.w1.dtype) @ self.w1.T + self.b1)
