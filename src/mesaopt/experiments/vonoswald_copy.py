@@ -35,7 +35,7 @@ from mesaopt.train.settings import train_settings
 __all__ = ["VonOswaldCopyConfig", "copy_mass", "gd_copy_construction"]
 
 CopyTrain = train_settings(
-    "CopyTrain", dict(steps=4000, batch_size=512, lr=3e-3, optimizer="adam", schedule="cosine", min_lr_ratio=0.05,
+    "CopyTrain", dict(steps=4000, batch_size=512, lr=1e-2, optimizer="adam", schedule="cosine", min_lr_ratio=0.05,
                       grad_clip=10.0, eval_every=100, eval_batch_size=2048, ckpt_every=1000, loss="half_mse",
                       objective="query"))
 
