@@ -49,7 +49,7 @@ def test_hand_built_copy_then_gd_is_one_gd_step(batch):
     s = 2 * N
     assert float(att[:, 0, torch.arange(1, s), torch.arange(0, s - 1)].min()) > 1 - 1e-12
     assert float(att[:, 0, s:, s - 1].min()) > 1 - 1e-12
-    assert float(copy_mass(att)[0]) > 1 - 1e-12
+    assert float(copy_mass(att, N)[0]) > 1 - 1e-12
 
 
 def test_hand_built_copy_with_a_weak_logit_is_not_gd(batch):
@@ -60,7 +60,7 @@ def test_hand_built_copy_with_a_weak_logit_is_not_gd(batch):
     assert np.abs(got - ref).mean() > 0.2 * np.abs(ref).mean()
 
 
-OVER = {"d": D, "n_context": N, "train.steps": 1000, "train.batch_size": 256, "train.eval_every": 250,
+OVER = {"d": D, "n_context": N, "heads": 1, "train.steps": 1000, "train.batch_size": 256, "train.eval_every": 250,
         "train.ckpt_every": 0, "eval_batch_size": 4096, "lr_fit_batch_size": 8192}
 
 
