@@ -90,10 +90,12 @@ def _figures(ctx: RunContext, cfg: VonOswaldCopyConfig, att: np.ndarray, gd_loss
         ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
         ax.set_xlabel("attended token")
-        ax.set_ylabel("attending token")
+        if h == 0:
+            ax.set_ylabel("attending token")
         ax.set_title(f"softmax attention, head {h} (batch mean)")
         ax.grid(False)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
     plotting.save_figure(fig, ctx.path("attention"))
 
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0))
