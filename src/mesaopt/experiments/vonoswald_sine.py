@@ -41,7 +41,7 @@ from mesaopt.train.settings import train_settings
 __all__ = ["VonOswaldSineConfig", "fit_ridge_lam"]
 
 SineTrain = train_settings(
-    "SineTrain", dict(steps=6000, batch_size=512, lr=3e-3, optimizer="adam", schedule="cosine", min_lr_ratio=0.05,
+    "SineTrain", dict(steps=4000, batch_size=512, lr=3e-3, optimizer="adam", schedule="cosine", min_lr_ratio=0.05,
                       grad_clip=10.0, eval_every=200, eval_batch_size=2048, ckpt_every=1000, loss="half_mse",
                       objective="query"))
 
