@@ -41,6 +41,8 @@ TINY = {  # per experiment: --set sizes that make its --quick run take a second 
     "vonoswald-deep": f"{_T} eval_batch_size=256 fit_batch_size=256 interp_points=2",
     "vonoswald-recurrent": f"{_T} eval_batch_size=256 fit_batch_size=256 rollout_steps=3",
     "vonoswald-ood": f"{_T} eval_batch_size=256 fit_batch_size=256",
+    "vonoswald-sine": f"{_T} eval_batch_size=256 fit_batch_size=256 features=4 hidden=8",
+    "vonoswald-copy": f"{_T} eval_batch_size=256 lr_fit_batch_size=256",
     "mahankali-optimal": f"{_T} eval_batch_size=256",
     "fu-newton": f"{_T} eval_batch_size=64 probe_batch_size=128 max_gd_steps=4 max_newton_iters=4 n_lr=3",
     "garg-curves": f"{_T} eval_batch=32 val_batch=16 sparse.train_steps=4 train.curriculum=null",

@@ -85,3 +85,24 @@ def test_evaluate_reproduces_noise_free_labels():
     for task in (ReLUNet2(d=3, hidden=5), DecisionTree(d=3, depth=3)):
         b = task.sample(4, 6, g(9))
         torch.testing.assert_close(task.evaluate(b.xs, b.params), b.ys)
+
+
+def test_sine_matches_numpy_and_ranges():
+    from mesaopt.tasks.nonlinear import SineWave
+
+    task = SineWave(amp_min=0.2, amp_max=0.4, phase_max=2.0, input_range=6.0)
+    b = task.sample(300, 7, g(3), dtype=torch.float64)
+    amp, phase, xs = b.params["amp"].numpy(), b.params["phase"].numpy(), b.xs.numpy()
+    np.testing.assert_allclose(b.ys.numpy(), amp[:, None] * np.sin(xs[..., 0] + phase[:, None]), rtol=1e-12)
+    assert xs.shape == (300, 7, 1) and np.abs(xs).max() <= 3.0 and np.abs(xs).max() > 2.8
+    assert 0.2 <= amp.min() and amp.max() <= 0.4 and 0.0 <= phase.min() and phase.max() <= 2.0
+    assert T.build(task.spec()) == task and "sine" in T.REGISTRY.names()
+
+
+def test_sine_bad_config_names_the_field():
+    from mesaopt.tasks.nonlinear import SineWave
+
+    with pytest.raises((ConfigError, ValueError), match="amp_max"):
+        SineWave(amp_min=0.5, amp_max=0.1)
+    with pytest.raises((ConfigError, ValueError), match="d"):
+        SineWave(d=2)

@@ -27,7 +27,7 @@ def kinds() -> list[str]:
     return REGISTRY.names()
 
 
-_CLASSES = {"LSA": "lsa", "SoftmaxAttention": "softmax", "GPT": "gpt", "EBT": "ebt"}
+_CLASSES = {"LSA": "lsa", "SoftmaxAttention": "softmax", "GPT": "gpt", "EBT": "ebt", "FeatureLSA": "feature_lsa"}
 
 
 def __getattr__(name: str):

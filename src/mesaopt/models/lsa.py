@@ -290,6 +290,16 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         """Predictions after the last layer: (B,N,d), (B,N), (B,Q,d) -> (B, Q)."""
         return self.forward_layers(ctx_x, ctx_y, qry_x)[-1]
 
+    def forward_tokens(self, ctx: torch.Tensor, qry: torch.Tensor) -> torch.Tensor:
+        """Readouts after every layer for ready-made tokens: context (B, M, d+1), queries (B, Q, d+1) -> (L, B, Q).
+
+        For models that build the tokens themselves (e.g. after a copy layer); the y-slot is the last coordinate.
+        """
+        if ctx.shape[-1] != self.d + 1 or qry.shape[-1] != self.d + 1:
+            raise ShapeError(f"tokens must have width d+1 = {self.d + 1}, got {ctx.shape[-1]} and {qry.shape[-1]}")
+        s0 = (ctx.transpose(-1, -2) @ ctx) * self._scale(ctx.shape[1])
+        return torch.stack(self._run_stats(s0, qry))
+
     def _prefix_s0(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                       torch.Tensor]:
         """Tokens e (B,T,D), queries (B,T,1,D), per-problem scale (T,) and S_t of tokens 0..t-1 (B,T,D,D)."""

@@ -8,6 +8,10 @@ Conventions follow Garg et al. (arXiv 2208.01066, github.com/dtsip/in-context-le
 - ``DecisionTree``: a complete binary tree of depth D (default 4); every internal node tests one input
   coordinate drawn uniformly from 0..d-1 against threshold 0 (x_c > 0 goes to the right child), every
   leaf holds a value drawn N(0, 1). Nodes are numbered breadth-first (root 0, children 2n+1, 2n+2).
+- ``SineWave`` (von Oswald et al., arXiv 2212.07677, non-linear regression; their released data code):
+  y = a * sin(x + phi) with a ~ U(amp_min, amp_max), phi ~ U(0, phase_max), x ~ U(-r/2, r/2), d = 1
+  (defaults a in [0.1, 0.5], phi in [0, pi], r = 10 as in that code, which draws a and phi from one random key;
+  here they are independent).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import math
 from typing import ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mesaopt.tasks import register
 from mesaopt.tasks.base import Task, TaskBatch, XDist, check_sample_args, default_generator, sample_x
@@ -107,3 +111,33 @@ class DecisionTree(_RandomFunction):
         coords = torch.randint(0, self.d, (batch_size, n_leaves - 1), generator=g, device=device)
         leaves = torch.randn(batch_size, n_leaves, generator=g, device=device, dtype=dtype)
         return {"coords": coords, "leaves": leaves}
+
+
+@register
+class SineWave(_RandomFunction):
+    """y = a sin(x + phi), a ~ U(amp_min, amp_max), phi ~ U(0, phase_max), x ~ U(-r/2, r/2) (d = 1)."""
+
+    kind: ClassVar[str] = "sine"
+
+    d: int = Field(1, ge=1, le=1, description="input dimension (sine waves are 1-D)")
+    x_dist: XDist = Field("uniform", description="uniform (von Oswald) | gaussian")
+    input_range: float = Field(10.0, gt=0.0, description="uniform x ~ U(-r/2, r/2)")
+    amp_min: float = Field(0.1, ge=0.0, description="smallest amplitude a")
+    amp_max: float = Field(0.5, gt=0.0, description="largest amplitude a (>= amp_min)")
+    phase_max: float = Field(math.pi, ge=0.0, description="phase phi ~ U(0, phase_max)")
+
+    @model_validator(mode="after")
+    def _amps(self) -> SineWave:
+        if self.amp_max < self.amp_min:
+            raise ValueError(f"amp_max ({self.amp_max}) must be >= amp_min ({self.amp_min})")
+        return self
+
+    def evaluate(self, xs: torch.Tensor, params: dict) -> torch.Tensor:
+        """Noise-free labels: xs (B, T, 1), params {"amp": (B,), "phase": (B,)} -> ys (B, T)."""
+        return params["amp"].unsqueeze(-1) * torch.sin(xs[..., 0] + params["phase"].unsqueeze(-1))
+
+    def sample_params(self, batch_size: int, g: torch.Generator, device: torch.device | str,
+                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """{"amp": (B,), "phase": (B,)}."""
+        u = torch.rand(2, batch_size, generator=g, device=device, dtype=dtype)
+        return {"amp": self.amp_min + (self.amp_max - self.amp_min) * u[0], "phase": self.phase_max * u[1]}
