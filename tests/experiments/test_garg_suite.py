@@ -57,3 +57,11 @@ def test_bad_settings_are_config_errors(tmp_path):
     with pytest.raises(Exception, match="unknown shifts"):
         GargSuiteConfig(shifts=["rotated"])
     assert factor_tag(0.333) == "0p333" and factor_tag(2.0) == "2"
+
+
+def test_model_dir_takes_a_run_folder_and_is_deterministic(tmp_path):
+    experiments.run("garg-d20", out=tmp_path / "d20", quick=True, progress=False)
+    over = {"model_dir": str(tmp_path / "d20"), "n_points": 9, "shifts": ["skewed", "same_point"]}
+    a = experiments.run("garg-suite", out=tmp_path / "a", quick=True, progress=False, overrides=over).metrics
+    b = experiments.run("garg-suite", out=tmp_path / "b", quick=True, progress=False, overrides=over).metrics
+    assert a == b and "shift_skewed_err_at_8" in a and "shift_same_point_err_at_8" in a

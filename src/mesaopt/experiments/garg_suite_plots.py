@@ -22,8 +22,9 @@ def plot_dense(stem: Path, dense: dict[str, np.ndarray], d: int, published: dict
     plotting.paper_style()
     fig, ax = plt.subplots(figsize=(4.8, 3.5))
     for name, c in dense.items():
-        ax.plot(np.arange(len(c)), np.maximum(c, FLOOR), color=plotting.PALETTE["model" if name == "transformer" else name],
-                ls="-" if name == "transformer" else "--", label=LABELS.get(name, name))
+        color = plotting.PALETTE["model" if name == "transformer" else name]
+        ax.plot(np.arange(len(c)), np.maximum(c, FLOOR), color=color, ls="-" if name == "transformer" else "--",
+                label=LABELS.get(name, name))
     if d == 20 and published:
         ax.plot(list(published), list(published.values()), "k*", ms=9, label="Garg et al. (published)")
     ax.axvline(d, color="grey", lw=0.8)
