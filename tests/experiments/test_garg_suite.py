@@ -4,6 +4,8 @@ is pinned (its weights get replaced): only loose facts (zero context ~ error 1; 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -34,8 +36,10 @@ def test_quick_run_has_the_design_keys_and_figures(quick):
         assert 0.3 < m[f"dense_{learner}_err_at_0"] < 3.0  # no context: ~ E[y^2]/d = 1
     assert m["dense_ols_err_at_40"] < 1e-6  # noiseless, N > d: exact
     assert m["dense_transformer_err_at_40"] < m["dense_averaging_err_at_40"]
-    for f in ("dense.png", "dense.pdf", "shifts.png", "shifts.pdf", "results.json"):
+    for f in ("dense.png", "dense.pdf", "shifts.png", "shifts.pdf", "results.json", "model.json"):
         assert (out / f).is_file()
+    rec = json.loads((out / "model.json").read_text())
+    assert rec["shipped"] == "garg-d20" and rec["spec"]["d"] == 20 and len(rec["sha256"]) == 64
 
 
 def test_model_dir_takes_another_gpt_folder(tmp_path):

@@ -12,7 +12,8 @@ or run folder of a GPT with the same d. Nothing is trained.
   the shift (``orthogonal``: N < d; ``same_point``: N >= 1; others every N).
 
 The error at N of a row is (y_hat_N - y_N)^2 / d with y_hat_N predicted from examples 0..N-1 of that row (the
-model's ``prefix``), averaged over the rows that score N. Figures: ``dense`` (Part A, with the paper's published
+model's ``prefix``), averaged over the rows that score N. ``model.json`` records what was evaluated (folder, spec,
+weights sha256 and the folder's metadata). Figures: ``dense`` (Part A, with the paper's published
 values for its model marked) and ``shifts`` (one panel per shift, transformer vs least squares, log y).
 """
 
@@ -30,6 +31,7 @@ from mesaopt.errors import ConfigError
 from mesaopt.experiments import garg_shifts as gs
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
 from mesaopt.experiments.garg import squared_errors
+from mesaopt.io import atomic_write_json
 from mesaopt.seeding import generator
 
 SHIFTS = ("skewed", "half_subspace", "noisy", "orthant", "opposite_orthant", "orthogonal", "same_point",
@@ -37,8 +39,8 @@ SHIFTS = ("skewed", "half_subspace", "noisy", "orthant", "opposite_orthant", "or
 """Shift families; ``scale_x`` / ``scale_y`` expand to one shift per factor in ``scale_factors``."""
 
 PUBLISHED = {20: 0.02, 40: 0.0006}
-"""Garg et al.'s transformer (12 layers, 8 heads, width 256), normalised error at N = d and N = 2d as quoted
-in the text of Sec. 3 (discussion of Fig. 2 left); marked on the ``dense`` figure."""
+"""Garg et al.'s transformer (12 layers, 8 heads, width 256): the normalised errors at N = d and N = 2d that the
+paper quotes for its Fig. 2 (left) curve; marked on the ``dense`` figure."""
 
 
 class GargSuiteConfig(ExperimentConfig):
@@ -99,6 +101,18 @@ def load_suite_model(model_dir: str | None, n_points: int) -> torch.nn.Module:
     if spec["n_positions"] < n_points:
         raise ConfigError(f"n_points ({n_points}) exceeds the model's n_positions ({spec['n_positions']})")
     return model.eval()
+
+
+def model_record(model_dir: str | None, model: torch.nn.Module) -> dict:
+    """What was evaluated (written to ``model.json``): the folder, its spec and the weights' sha256 if a folder."""
+    from mesaopt.models.pretrained import CONFIG_FILE, read_config, shipped
+
+    folder = shipped("garg-d20") if model_dir is None else Path(model_dir)
+    rec = {"model_dir": model_dir, "shipped": "garg-d20" if model_dir is None else None, "spec": model.spec()}
+    if (folder / CONFIG_FILE).is_file():
+        cfg = read_config(folder)
+        rec.update(sha256=cfg["weights"]["sha256"], metadata=cfg.get("metadata", {}))
+    return rec
 
 
 def shift_samplers(cfg: GargSuiteConfig, d: int) -> dict[str, Callable[[int, torch.Generator], gs.ShiftBatch]]:
@@ -168,6 +182,7 @@ def run(cfg: GargSuiteConfig, ctx: RunContext) -> dict[str, float]:
 
     model = load_suite_model(cfg.model_dir, cfg.n_points)
     d = int(model.spec()["d"])
+    atomic_write_json(ctx.path("model.json"), model_record(cfg.model_dir, model))
     m: dict[str, float] = {}
     with torch.no_grad():
         dense = curves({"transformer": model, "ols": OLS(), "ridge": Ridge(lam=cfg.ridge_lam),
