@@ -53,6 +53,7 @@ TINY = {  # per experiment: --set sizes that make its --quick run take a second 
     "svm-local-global": "threads=1 ds=[2] runs=2 steps=20",
     "svm-regpath": "threads=1 n_seeds=1 n_radii=2 steps=5",
     "garg-d20": "threads=1 train.steps=6 eval_sequences=64",
+    "garg-suite": "threads=1 eval_sequences=2 eval_chunk=2 shifts=[noisy,orthogonal]",
 }
 FAST = {  # per command: options appended when the command does not give them
     "identify": ["--batch-size", "96", "--max-gd-steps", "6", "--max-newton-iters", "4", "--probe-batch-size", "128"],

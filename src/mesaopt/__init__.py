@@ -18,6 +18,8 @@ def load(path, device="cpu"):
     """The model in a folder written by ``model.save_pretrained(path)`` / ``mesaopt.export`` (eval mode).
 
     Needs no run folder, optimizer or RNG state; the weights' sha256 is verified (``CheckpointError`` if not).
+    ``path`` may also name a model shipped with the package (``mesaopt.load("garg-d20")``) when no folder of that
+    name exists; ``mesaopt.models.pretrained.shipped_names()`` lists them.
     """
     from mesaopt.models.pretrained import load_pretrained
 

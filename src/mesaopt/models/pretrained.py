@@ -12,6 +12,10 @@ last (both atomically), so a folder with a config.json is complete; on load the 
 checked before it is parsed (a flipped byte is a ``CheckpointError``, CLI exit 2), and an unknown format or
 format_version is refused with a message naming what this mesaopt reads. A run's checkpoint converts with
 ``mesaopt.export(run_dir, out_dir)`` (``mesaopt.train.checkpoint.export_pretrained``; CLI ``mesaopt export``).
+
+**Shipped models**: trained model folders ship inside the package (``mesaopt/weights/NAME/``, package data), so
+nothing is downloaded at run time. ``shipped_names()`` lists them, ``shipped(name)`` is a folder's path and
+``mesaopt.load(name)`` loads one when ``name`` is not an existing folder.
 """
 
 from __future__ import annotations
@@ -31,13 +35,43 @@ from mesaopt.errors import CheckpointError, ConfigError
 from mesaopt.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "PretrainedMixin", "FORMAT", "FORMAT_VERSION",
-           "CONFIG_FILE", "WEIGHTS_FILE"]
+           "CONFIG_FILE", "WEIGHTS_FILE", "shipped", "shipped_names", "resolve"]
 
 FORMAT = "mesaopt-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def shipped_names() -> list[str]:
+    """Names of the model folders shipped with the package (sorted), e.g. ``["garg-d20"]``."""
+    root = Path(__file__).resolve().parent.parent / "weights"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def shipped(name: str) -> Path:
+    """The folder of the shipped model ``name``; ConfigError listing the shipped names for an unknown one."""
+    names = shipped_names()
+    if name not in names:
+        raise ConfigError(f"no shipped model {name!r}; shipped models: {', '.join(names) or '(none)'}")
+    return Path(__file__).resolve().parent.parent / "weights" / name
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """``path`` if it exists or has a folder part, else the shipped model of that name (``shipped``).
+
+    A bare name that is neither an existing folder nor a shipped model is a ConfigError listing the shipped names.
+    """
+    p = Path(path)
+    if p.exists() or len(p.parts) != 1:
+        return p
+    if p.name in shipped_names():
+        return shipped(p.name)
+    raise ConfigError(f"'{path}' is neither an existing folder nor a shipped model; shipped models: "
+                      f"{', '.join(shipped_names()) or '(none)'}")
 
 
 def save_pretrained(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -121,11 +155,12 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str = "cpu",
                     kind: str | None = None) -> torch.nn.Module:
     """The model in the folder ``path`` (from ``save_pretrained``), in eval mode on ``device``.
 
+    ``path``: a model folder, or the name of a shipped model (``shipped_names()``) when no such folder exists.
     ``kind``: refuse a folder holding another model kind (``LSA.from_pretrained`` passes ``"lsa"``).
     """
     from mesaopt import models
 
-    folder = Path(path)
+    folder = resolve(path)
     cfg = read_config(folder)
     spec = cfg["model"]
     if kind is not None and spec["kind"] != kind:
