@@ -55,7 +55,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
     kind: ClassVar[str] = "lsa"
 
     def __init__(self, d: int, layers: int = 1, heads: int = 1, param: Literal["merged", "separate"] = "merged",
-                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0) -> None:
+                 key_size: int | None = None, normalize: bool = True, init_std: float = 0.02, seed: int = 0,
+                 clip: float = 0.0) -> None:
         super().__init__()
         self.d = check_int("model.d", d, 1)
         self.layers = check_int("model.layers", layers, 1)
@@ -73,6 +74,7 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         self.normalize = normalize
         self.init_std = check_float("model.init_std", init_std, 0.0)
         self.seed = check_int("model.seed", seed, 0)
+        self.clip = check_float("model.clip", clip, 0.0)  # > 0: every token clipped to [-clip, clip] after a layer
 
         D, L, H = d + 1, self.layers, self.heads
         g = generator(self.seed, "lsa-init")
@@ -94,12 +96,13 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ parameters
     def extra_repr(self) -> str:
         return (f"d={self.d}, layers={self.layers}, heads={self.heads}, param={self.param!r}, "
-                f"key_size={self.key_size}, normalize={self.normalize}")
+                f"key_size={self.key_size}, normalize={self.normalize}, clip={self.clip}")
 
     def spec(self) -> dict:
         """JSON-able constructor arguments plus ``"kind"`` (``mesaopt.models.build`` inverts it)."""
         return {"kind": self.kind, "d": self.d, "layers": self.layers, "heads": self.heads, "param": self.param,
-                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed}
+                "key_size": self.key_size, "normalize": self.normalize, "init_std": self.init_std, "seed": self.seed,
+                "clip": self.clip}
 
     def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Effective (W_KQ, W_PV), each (L, H, d+1, d+1); differentiable in the parameters."""
@@ -158,9 +161,9 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
                 cw = ctx if weight is None else ctx * weight.unsqueeze(-1)
                 s = (cw.transpose(-1, -2) @ ctx) * scale  # (..., D, D)
             m = torch.einsum("hij,...jk,hkl->...il", pv[layer], s, kq[layer])  # sum_h W_PV^h S W_KQ^h
-            qry = qry + qry @ m.transpose(-1, -2)
+            qry = self._clip(qry + qry @ m.transpose(-1, -2))
             if layer + 1 < self.layers:  # the last layer's context update cannot reach any readout
-                ctx = ctx + ctx @ m.transpose(-1, -2)
+                ctx = self._clip(ctx + ctx @ m.transpose(-1, -2))
             outs.append(READOUT_SIGN * qry[..., -1])
         return outs
 
@@ -210,7 +213,7 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
                 pattern = pattern * weight[:, None, None, :]
             z = lh.attn.hook_z(lh.attn.hook_pattern(pattern) @ v)
             out = z.sum(1) if self.param == "merged" else torch.einsum("hDk,bhsk->bsD", self.p_weight[layer], z)
-            tokens = lh.hook_resid_post(e + lh.hook_attn_out(out))
+            tokens = lh.hook_resid_post(self._clip(e + lh.hook_attn_out(out)))
             outs.append(READOUT_SIGN * tokens[:, n:, -1])
         return outs
 
@@ -226,6 +229,10 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         outs = self._run_hooked(tokens, t, scale.repeat(b)[:, None, None, None], weight)
         return torch.stack(outs).reshape(self.layers, b, t)
 
+    def _clip(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (..., D) clipped entrywise to [-clip, clip] (von Oswald et al.'s deep models); clip = 0: unchanged."""
+        return tokens.clamp(-self.clip, self.clip) if self.clip > 0 else tokens
+
     def _scale(self, n: int) -> float:
         return 1.0 / max(n, 1) if self.normalize else 1.0
 
@@ -238,6 +245,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         if self.hooks_active:
             return torch.stack(self._run_hooked(torch.cat([ctx, qry], dim=1), ctx.shape[1],
                                                 self._scale(ctx_x.shape[1])))
+        if self.clip > 0:  # clipped tokens do not move by one shared map: no matmul chain on S
+            return torch.stack(self._run(ctx, qry, self._scale(ctx_x.shape[1])))
         s0 = (ctx.transpose(-1, -2) @ ctx) * self._scale(ctx_x.shape[1])  # (B, D, D): the only O(N) step
         return torch.stack(self._run_stats(s0, qry))
 
@@ -277,6 +286,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         self._check(xs)
         if self.hooks_active:
             return self._prefix_hooked(xs, ys)[-1]
+        if self.clip > 0:
+            return self._prefix_tokens(xs, ys)[-1][..., 0]
         _, qry, _, s0 = self._prefix_s0(xs, ys)
         return self._run_stats(s0, qry)[-1][..., 0]
 
@@ -286,6 +297,8 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         self._check(xs)
         if self.hooks_active:
             return self._prefix_hooked(xs, ys)
+        if self.clip > 0:
+            return torch.stack(self._prefix_tokens(xs, ys))[..., 0]
         _, qry, _, s0 = self._prefix_s0(xs, ys)
         return torch.stack(self._run_stats(s0, qry))[..., 0]
 
@@ -297,6 +310,10 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         """
         check_prefix_inputs(xs, ys)
         self._check(xs)
+        return self._prefix_tokens(xs, ys)[-1][..., 0]
+
+    def _prefix_tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> list[torch.Tensor]:
+        """Token-by-token prefix problems (``prefix_quadratic``): readouts per layer, each (B, T, 1)."""
         b, t, _ = xs.shape
         e, qry, scale, s0 = self._prefix_s0(xs, ys)
         counts = torch.arange(t, device=xs.device)
@@ -305,5 +322,4 @@ class LSA(HookedMixin, PretrainedMixin, nn.Module):
         else:
             ctx = e.unsqueeze(1).expand(b, t, t, e.shape[-1])  # problem t, token i
             weight = (counts[None, :] < counts[:, None]).to(xs.dtype)  # (T, T): token i is context of problem t
-        outs = self._run(ctx, qry, scale[:, None, None], weight=weight, s0=s0)
-        return outs[-1][..., 0]
+        return self._run(ctx, qry, scale[:, None, None], weight=weight, s0=s0)
