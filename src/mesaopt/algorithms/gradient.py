@@ -177,20 +177,26 @@ class SpectralLoss:
         self.z = (qx @ u) * beta.unsqueeze(1)  # (B, Q, d)
         self.qy = qy
 
-    def coef(self, steps: int, lr: float, gamma: float) -> torch.Tensor:
-        """c_K(lam) (B, d) after ``steps`` layers."""
+    def coef(self, steps: int, lr: float | torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+        """c_K(lam) (B, d) after ``steps`` layers; lr / gamma are numbers or per-layer (steps,) tensors."""
+        lrs, gammas = _per_step("lr", lr, steps), _per_step("gamma", gamma, steps)
         a = torch.ones_like(self.lam)
         e = torch.ones_like(self.lam)
         c = torch.zeros_like(self.lam)
-        for _ in range(steps):
+        for k in range(steps):
             a2 = a * a
-            delta = lr * a2 * e
+            delta = lrs[k] * a2 * e
             c = c + delta
             e = e - self.lam * delta
-            a = (1.0 - gamma * a2 * self.lam) * a
+            a = (1.0 - gammas[k] * a2 * self.lam) * a
         return c
 
-    def __call__(self, steps: int, lr: float, gamma: float = 0.0) -> float:
+    def mse(self, steps: int, lr: float | torch.Tensor, gamma: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """Mean squared query error as a 0-d tensor (differentiable in per-layer (steps,) lr / gamma tensors)."""
+        pred = (self.z * self.coef(steps, lr, gamma).unsqueeze(1)).sum(-1)
+        return ((pred - self.qy) ** 2).mean()
+
+    def __call__(self, steps: int, lr: float | torch.Tensor, gamma: float | torch.Tensor = 0.0) -> float:
         pred = (self.z * self.coef(steps, lr, gamma).unsqueeze(1)).sum(-1)
         return _safe_loss(pred, self.qy)
 
@@ -314,18 +320,80 @@ class GDPlusPlus(IterativeLinear):
         """
         steps = check_int("steps", steps, 1)
         cx, cy, qx, qy = fit_batch(task, n_context, generator, batch_size, n_queries)
+        lr, gamma = _fit_shared(SpectralLoss(cx, cy, qx, qy), steps, _lr_scale(cx))
+        return cls(steps=steps, lr=lr, gamma=gamma)
+
+    @classmethod
+    def fit_layerwise(cls, task, steps: int, n_context: int, generator: torch.Generator, batch_size: int = 4096,
+                      n_queries: int = 4) -> GDPlusPlus:
+        """GDPlusPlus(steps, [lr_1..lr_K], [gamma_1..gamma_K]): one (lr, gamma) per layer fitted on the loss.
+
+        The batch is the one ``fit_hparams`` would draw with the same generator state (contexts (B, N, d),
+        queries (B, Q, d)). Starts at the shared fit (``fit_hparams``' (lr*, gamma*) in every layer) and runs
+        L-BFGS-B on the 2K - 1 free values (the last layer's gamma reaches no prediction and is 0), with the
+        exact gradient of the spectral loss (``SpectralLoss.mse``, torch autograd), and from four more starts in which
+        the early layers take small steps and precondition (the loss is not convex in these values); the best
+        result is kept only if its loss on the batch is not above the shared fit's, so it is never worse there.
+        """
+        steps = check_int("steps", steps, 1)
+        cx, cy, qx, qy = fit_batch(task, n_context, generator, batch_size, n_queries)
         scale = _lr_scale(cx)
         spectral = SpectralLoss(cx, cy, qx, qy)
+        lr0, gamma0 = _fit_shared(spectral, steps, scale)
+        lrs, gammas = _fit_per_layer(spectral, steps, scale, lr0, gamma0)
+        return cls(steps=steps, lr=lrs, gamma=gammas)
 
-        def loss(lr: float, gamma: float) -> float:
-            return spectral(steps, lr, gamma)
 
-        lr0 = minimize_1d_log(lambda v: loss(v, 0.0), scale)
-        u0 = math.log(lr0 / scale)
-        simplex = np.array([[u0, 0.0], [u0 + 0.3, 0.0], [u0, 0.05]])
-        res = optimize.minimize(lambda p: loss(scale * math.exp(p[0]), scale * p[1]), np.array([u0, 0.0]),
-                                method="Nelder-Mead",
-                                options={"initial_simplex": simplex, "xatol": 1e-6, "fatol": 1e-14, "maxiter": 1000})
-        if res.fun <= loss(lr0, 0.0):
-            return cls(steps=steps, lr=scale * math.exp(float(res.x[0])), gamma=scale * float(res.x[1]))
-        return cls(steps=steps, lr=lr0, gamma=0.0)
+def _fit_shared(spectral: SpectralLoss, steps: int, scale: float) -> tuple[float, float]:
+    """One (lr, gamma) for every layer: GD's best lr, then Nelder-Mead on (log lr, gamma) (never above GD)."""
+
+    def loss(lr: float, gamma: float) -> float:
+        return spectral(steps, lr, gamma)
+
+    lr0 = minimize_1d_log(lambda v: loss(v, 0.0), scale)
+    u0 = math.log(lr0 / scale)
+    simplex = np.array([[u0, 0.0], [u0 + 0.3, 0.0], [u0, 0.05]])
+    res = optimize.minimize(lambda p: loss(scale * math.exp(p[0]), scale * p[1]), np.array([u0, 0.0]),
+                            method="Nelder-Mead",
+                            options={"initial_simplex": simplex, "xatol": 1e-6, "fatol": 1e-14, "maxiter": 1000})
+    if res.fun <= loss(lr0, 0.0):
+        return scale * math.exp(float(res.x[0])), scale * float(res.x[1])
+    return lr0, 0.0
+
+
+def _fit_per_layer(spectral: SpectralLoss, steps: int, scale: float, lr0: float,
+                   gamma0: float) -> tuple[list[float], list[float]]:
+    """L-BFGS-B over (lr_1..lr_K, gamma_1..gamma_{K-1}) in units of ``scale`` from the shared (lr0, gamma0)."""
+    n_g = steps - 1
+
+    def unpack(p: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(p, dtype=spectral.lam.dtype) * scale
+        return t[:steps], torch.cat([t[steps:], t.new_zeros(1)])
+
+    def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
+        t = torch.tensor(p, dtype=spectral.lam.dtype, requires_grad=True)
+        lr, gamma = unpack(t)
+        loss = spectral.mse(steps, lr, gamma)
+        if not torch.isfinite(loss):
+            return 1e300, np.zeros_like(p)
+        (grad,) = torch.autograd.grad(loss, t)
+        return float(loss.detach()), grad.numpy().astype(np.float64)
+
+    shared = np.array([lr0 / scale] * steps + [gamma0 / scale] * n_g)
+    starts = [shared]  # the loss is not convex: also start from "early layers precondition, the last one steps"
+    for f in (0.1, 0.3):
+        for g in (1.0, 3.0):
+            starts.append(np.array([f * lr0 / scale] * (steps - 1) + [2.0 * lr0 / scale]
+                                   + [g * max(gamma0 / scale, 1.0)] * n_g))
+    best = None
+    for start in starts[:1] if steps == 1 else starts:
+        res = optimize.minimize(fun, start, jac=True, method="L-BFGS-B",
+                                options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+        if math.isfinite(float(res.fun)) and (best is None or res.fun < best.fun):
+            best = res
+    lr_s, g_s = unpack(shared)
+    if best is None or float(best.fun) > float(spectral.mse(steps, lr_s, g_s)):
+        return [lr0] * steps, [gamma0] * n_g + [0.0]
+    res = best
+    lr, gamma = unpack(res.x)
+    return [float(v) for v in lr], [float(v) for v in gamma]
