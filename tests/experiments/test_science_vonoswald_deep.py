@@ -20,7 +20,7 @@ import pytest
 from mesaopt import experiments
 
 D, N = 5, 10
-OVER = {"d": D, "n_context": N, "ks": [1, 2], "train.steps": 1000, "train.eval_every": 250, "train.ckpt_every": 0,
+OVER = {"d": D, "n_context": N, "ks": [1, 2], "train.steps": 3000, "train.eval_every": 250, "train.ckpt_every": 0,
         "train.warmup_steps": 20, "train.lr": 1e-2, "train.batch_size": 512, "train.schedule": "warmup_cosine",
         "train.min_lr_ratio": 0.02, "eval_batch_size": 8192, "fit_batch_size": 8192, "interp_points": 3}
 
