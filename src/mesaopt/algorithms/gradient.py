@@ -369,6 +369,7 @@ class GDPlusPlus(IterativeLinear):
 
 
 def _finite_or_inf(v: float) -> float:
+    """v, or +inf for NaN / inf (so a NaN loss never wins a min)."""
     return v if math.isfinite(v) else math.inf
 
 
