@@ -81,7 +81,7 @@ def test_a_grid_table_has_one_row_per_depth(tmp_path):
     table = report.render("vonoswald-deep", tmp_path)
     lines = table.splitlines()
     assert lines[0] == "Mean ± 95 % interval over 2 runs (seeds [0, 1]):"
-    assert lines[2].startswith("| K | trained LSA | K-step GD | K-step GD++ | LSA / GD++ |")
+    assert lines[2].startswith("| K | trained LSA | K-step GD | K-step GD++ | LSA / GD++ | K-step GD++, per-layer")
     assert lines[4].startswith("| 1 | 0.2000 | 0.2000 | 0.2000 | 1.000 | — |")  # equal in every run: no interval
     half = 12.706204736174707 * 0.01  # t_{0.975, 1} * sd / sqrt(2), sd = 0.01 * sqrt(2)
     assert lines[5].startswith(f"| 2 | 0.1100 ± {half:.4f} | 0.1600 | 0.1100 | 1.000 ± ")

@@ -115,6 +115,8 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
         ("K-step GD", lambda k: Row("", f"gd_loss_k{k}", "{:.4f}")),
         ("K-step GD++", lambda k: Row("", f"gdpp_loss_k{k}", "{:.4f}")),
         ("LSA / GD++", lambda k: Row("", _ratio(f"lsa_loss_k{k}", f"gdpp_loss_k{k}"), "{:.3f}")),
+        ("K-step GD++, per-layer (η, γ)", lambda k: Row("", f"gdpp_layerwise_loss_k{k}", "{:.4f}")),
+        ("LSA / GD++ per layer", lambda k: Row("", _ratio(f"lsa_loss_k{k}", f"gdpp_layerwise_loss_k{k}"), "{:.3f}")),
         ("best match GD++ (share of runs)", lambda k: Row("", f"best_is_gdpp_k{k}", "{:.2f}", spread=False)),
         ("sens_cos, best match", lambda k: Row("", f"sens_cos_k{k}", "{:.4f}")),
         ("sens_cos with GD", lambda k: Row("", f"sens_cos_gd_k{k}", "{:.4f}")),

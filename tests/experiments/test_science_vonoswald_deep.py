@@ -6,7 +6,10 @@ Independent references (NumPy Monte Carlo on its own 40k tasks, x ~ U(-1/2, 1/2)
   experiment's fitted ``gd_lr_k{K}`` must be the grid optimum and ``gd_loss_k{K}`` its loss;
 * GD++ (von Oswald Sec. 4, our convention: per layer delta = (lr/N) X_k^T r, r <- r - X_k delta, every input
   x <- (I - gamma X_k^T X_k / N) x, query included) run in NumPy with the experiment's fitted (lr, gamma):
-  its loss must be ``gdpp_loss_k{K}``, and for K = 2 clearly below the best 2-step GD loss.
+  its loss must be ``gdpp_loss_k{K}``, and for K = 2 clearly below the best 2-step GD loss;
+* the same NumPy GD++ with one (lr, gamma) per layer, the experiment's ``gdpp_layerwise_{lr,gamma}_k2_l{l}``: its
+  loss must be ``gdpp_layerwise_loss_k2``, below the shared fit's, and the trained 2-layer LSA must reach it
+  (von Oswald Fig. 3: the trained deep LSA tracks GD++ with per-layer parameters).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import pytest
 from mesaopt import experiments
 
 D, N = 5, 10
-OVER = {"d": D, "n_context": N, "ks": [1, 2], "train.steps": 1000, "train.eval_every": 250, "train.ckpt_every": 0,
-        "train.warmup_steps": 20, "train.lr": 1e-2, "eval_batch_size": 8192, "fit_batch_size": 8192,
-        "interp_points": 3}
+OVER = {"d": D, "n_context": N, "ks": [1, 2], "train.steps": 3000, "train.eval_every": 250, "train.ckpt_every": 0,
+        "train.warmup_steps": 20, "train.lr": 1e-2, "train.batch_size": 512, "train.schedule": "warmup_cosine",
+        "train.min_lr_ratio": 0.02, "eval_batch_size": 8192, "fit_batch_size": 8192, "interp_points": 3}
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +47,19 @@ def np_gd_half_loss(mc, steps: int, lrs: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def np_gdpp_half_loss(mc, steps: int, lr: float, gamma: float) -> float:
+def np_gdpp_half_loss(mc, steps: int, lr: float | list[float], gamma: float | list[float]) -> float:
+    """1/2 MSE of ``steps`` GD++ layers; lr / gamma one number for every layer or one per layer."""
     x, y, xq, yq = mc
+    lrs = list(lr) if isinstance(lr, list) else [lr] * steps
+    gammas = list(gamma) if isinstance(gamma, list) else [gamma] * steps
     xk, qk, r = x.copy(), xq.copy(), y.copy()
     pred = np.zeros_like(yq)
     eye = np.eye(D)
-    for _ in range(steps):
-        delta = lr / N * np.einsum("bnd,bn->bd", xk, r)
+    for lr_k, gamma_k in zip(lrs, gammas, strict=True):
+        delta = lr_k / N * np.einsum("bnd,bn->bd", xk, r)
         pred += np.einsum("bd,bd->b", qk, delta)
         r = r - np.einsum("bnd,bd->bn", xk, delta)
-        t = eye - gamma * np.einsum("bnd,bne->bde", xk, xk) / N
+        t = eye - gamma_k * np.einsum("bnd,bne->bde", xk, xk) / N
         xk, qk = np.einsum("bnd,bed->bne", xk, t), np.einsum("bd,bed->be", qk, t)
     return float(0.5 * np.mean((pred - yq) ** 2))
 
@@ -107,3 +113,18 @@ def test_gdpp_beats_gd_at_two_steps_and_depth_helps_the_lsa(metrics, gd_scan):
     assert metrics["sens_cos_k1"] > 0.995
     # a second layer helps: the 2-layer LSA is clearly below the best single GD step
     assert metrics["lsa_loss_k2"] < 0.85 * best_gd1
+
+
+@pytest.mark.slow
+def test_layerwise_gdpp_is_numpy_gdpp_with_the_fitted_per_layer_values_and_the_lsa_reaches_it(metrics, mc):
+    lrs = [metrics[f"gdpp_layerwise_lr_k2_l{layer}"] for layer in (1, 2)]
+    gammas = [metrics[f"gdpp_layerwise_gamma_k2_l{layer}"] for layer in (1, 2)]
+    ref = np_gdpp_half_loss(mc, 2, lrs, gammas)
+    assert metrics["gdpp_layerwise_loss_k2"] == pytest.approx(ref, rel=0.05)
+    # one (lr, gamma) per layer is worth more than one shared pair (same NumPy tasks for both)
+    shared = np_gdpp_half_loss(mc, 2, metrics["gdpp_lr_k2"], metrics["gdpp_gamma_k2"])
+    assert ref < 0.95 * shared
+    # the trained 2-layer LSA reaches the per-layer GD++ (within 10 %, or below it)
+    assert metrics["lsa_loss_k2"] <= 1.10 * ref
+    assert metrics["lsa_over_gdpp_layerwise_k2"] == pytest.approx(
+        metrics["lsa_loss_k2"] / metrics["gdpp_layerwise_loss_k2"], rel=1e-9)

@@ -40,6 +40,10 @@ def test_partial_train_overrides_keep_the_experiment_defaults():
     cfg = make_config("vonoswald-deep", quick=True, overrides={"train.lr": 1e-3})
     assert cfg.train.loss == "half_mse" and cfg.train.optimizer == "adam" and cfg.train.lr == 1e-3
     assert cfg.ks == [1, 2]
+    full = make_config("vonoswald-deep")  # the released code's recipe (see the module docstring)
+    assert (full.init_scale, full.token_clip, full.train.batch_size, full.train.betas) == (0.002, 10.0, 2048,
+                                                                                           (0.9, 0.98))
+    assert (full.train.lr, full.deep_from, full.deep_lr, full.train.schedule) == (1e-3, 4, 5e-4, "constant")
     with pytest.raises(Exception, match="ks"):
         make_config("vonoswald-deep", overrides={"ks": [0, 2]})
 
@@ -50,11 +54,18 @@ def test_quick_run(tmp_path):
 
     res = run("vonoswald-deep", out=tmp_path / "r", quick=True, progress=False)
     for k in (1, 2):
-        for key in ("lsa_loss", "gd_loss", "gdpp_loss", "sens_cos", "pred_diff", "interp_loss"):
+        for key in ("lsa_loss", "gd_loss", "gdpp_loss", "gdpp_layerwise_loss", "lsa_over_gdpp_layerwise",
+                    "sens_cos_gdpp_layerwise", "sens_cos", "pred_diff", "interp_loss"):
             assert f"{key}_k{k}" in res.metrics
-        # GD++ contains GD; both are fitted on another batch, so allow held-out noise
+        for layer in range(1, k + 1):
+            assert f"gdpp_layerwise_lr_k{k}_l{layer}" in res.metrics
+            assert f"gdpp_layerwise_gamma_k{k}_l{layer}" in res.metrics
+        # GD++ contains GD, per-layer GD++ contains the shared one; fitted on another batch: allow held-out noise
         assert res.metrics[f"gdpp_loss_k{k}"] <= res.metrics[f"gd_loss_k{k}"] * 1.01
+        assert res.metrics[f"gdpp_layerwise_loss_k{k}"] <= res.metrics[f"gdpp_loss_k{k}"] * 1.01
     assert res.metrics["sens_cos_k1"] > 0.9  # one layer aligns with one GD step even after a short run
     for fig in ("losses.png", "alignment.png", "interpolation.png", "k2/ckpt/state.json"):
         assert fig in res.artifacts
     assert json.loads((tmp_path / "r" / "results.json").read_text())["metrics"] == res.metrics
+    spec = json.loads((tmp_path / "r" / "k2" / "ckpt" / "state.json").read_text())["model"]
+    assert spec["clip"] == 10.0 and spec["init_std"] == pytest.approx((0.002 / (2 * 11)) ** 0.5)  # paper's recipe

@@ -158,6 +158,23 @@ def _lr_scale(ctx_x: torch.Tensor) -> float:
     return 1.0 / max(mean_eig, 1e-300)
 
 
+def spectral_coef(lam: torch.Tensor, steps: int, lr: float | torch.Tensor,
+                  gamma: float | torch.Tensor) -> torch.Tensor:
+    """GD++'s scalar recursion per eigenvalue (see ``SpectralLoss``): lam (...) -> c_K(lam) (...).
+
+    1 - lam * c_K(lam) is the share of the eigen-direction's signal left unlearned after K layers (1 before any).
+    """
+    lrs, gammas = _per_step("lr", lr, steps), _per_step("gamma", gamma, steps)
+    a, e, c = torch.ones_like(lam), torch.ones_like(lam), torch.zeros_like(lam)
+    for k in range(steps):
+        a2 = a * a
+        delta = lrs[k] * a2 * e
+        c = c + delta
+        e = e - lam * delta
+        a = (1.0 - gammas[k] * a2 * lam) * a
+    return c
+
+
 class SpectralLoss:
     """Mean squared query error of GD / GD++ as a cheap function of (lr, gamma), for hyper-parameter fits.
 
@@ -177,20 +194,16 @@ class SpectralLoss:
         self.z = (qx @ u) * beta.unsqueeze(1)  # (B, Q, d)
         self.qy = qy
 
-    def coef(self, steps: int, lr: float, gamma: float) -> torch.Tensor:
-        """c_K(lam) (B, d) after ``steps`` layers."""
-        a = torch.ones_like(self.lam)
-        e = torch.ones_like(self.lam)
-        c = torch.zeros_like(self.lam)
-        for _ in range(steps):
-            a2 = a * a
-            delta = lr * a2 * e
-            c = c + delta
-            e = e - self.lam * delta
-            a = (1.0 - gamma * a2 * self.lam) * a
-        return c
+    def coef(self, steps: int, lr: float | torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+        """c_K(lam) (B, d) after ``steps`` layers; lr / gamma are numbers or per-layer (steps,) tensors."""
+        return spectral_coef(self.lam, steps, lr, gamma)
 
-    def __call__(self, steps: int, lr: float, gamma: float = 0.0) -> float:
+    def mse(self, steps: int, lr: float | torch.Tensor, gamma: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """Mean squared query error as a 0-d tensor (differentiable in per-layer (steps,) lr / gamma tensors)."""
+        pred = (self.z * self.coef(steps, lr, gamma).unsqueeze(1)).sum(-1)
+        return ((pred - self.qy) ** 2).mean()
+
+    def __call__(self, steps: int, lr: float | torch.Tensor, gamma: float | torch.Tensor = 0.0) -> float:
         pred = (self.z * self.coef(steps, lr, gamma).unsqueeze(1)).sum(-1)
         return _safe_loss(pred, self.qy)
 
@@ -314,18 +327,104 @@ class GDPlusPlus(IterativeLinear):
         """
         steps = check_int("steps", steps, 1)
         cx, cy, qx, qy = fit_batch(task, n_context, generator, batch_size, n_queries)
+        lr, gamma = _fit_shared(SpectralLoss(cx, cy, qx, qy), steps, _lr_scale(cx))
+        return cls(steps=steps, lr=lr, gamma=gamma)
+
+    @classmethod
+    def fit_layerwise(cls, task, steps: int, n_context: int, generator: torch.Generator, batch_size: int = 4096,
+                      n_queries: int = 4, stable_margin: float | None = 1.2,
+                      validation_factor: int = 4) -> GDPlusPlus:
+        """GDPlusPlus(steps, [lr_1..lr_K], [gamma_1..gamma_K]): one (lr, gamma) per layer fitted on the loss.
+
+        The fit batch is the one ``fit_hparams`` draws with the same generator state (contexts (B, N, d), queries
+        (B, Q, d)); a validation batch of ``validation_factor`` * B tasks is drawn after it. Candidates: the shared
+        fit (``fit_hparams``' (lr*, gamma*) in every layer) and L-BFGS-B on the 2K - 1 free values (the last
+        gamma reaches no prediction and is 0) with the exact gradient of the spectral loss (torch autograd), from
+        the shared fit and four "early layers precondition, the last one steps" starts (the loss is not convex),
+        each run once on the plain loss and, if ``stable_margin`` m is set, once more with a stiff penalty on
+        |1 - lam c_K(lam)| > 1 (an eigen-direction of X^T X / N ending worse than predicting 0) for lam in
+        [0, m * the batch's largest eigenvalue]. Among the candidates whose fit-batch loss is not above the shared
+        fit's (so the result never is), the one with the lowest validation loss is returned (the lowest fit
+        loss if ``validation_factor`` is 0). Why: for K >= 3 the plain optimum is a high-degree polynomial in
+        X^T X / N that is excellent on the fit batch and explodes on rare tasks with an eigenvalue beyond it.
+        """
+        steps = check_int("steps", steps, 1)
+        check_int("validation_factor", validation_factor, 0)
+        if stable_margin is not None and not (isinstance(stable_margin, (int, float)) and stable_margin >= 1.0):
+            raise ConfigError(f"stable_margin must be a number >= 1 or None, got {stable_margin!r}")
+        cx, cy, qx, qy = fit_batch(task, n_context, generator, batch_size, n_queries)
         scale = _lr_scale(cx)
         spectral = SpectralLoss(cx, cy, qx, qy)
+        lr0, gamma0 = _fit_shared(spectral, steps, scale)
+        shared = (torch.full((steps,), lr0, dtype=cx.dtype),
+                  torch.tensor([gamma0] * (steps - 1) + [0.0], dtype=cx.dtype))
+        cands = [shared, *_per_layer_candidates(spectral, steps, scale, shared, stable_margin)]
+        limit = float(spectral.mse(steps, *shared))
+        cands = [c for c in cands if float(spectral.mse(steps, *c)) <= limit]  # the shared fit always stays
+        judge = spectral
+        if validation_factor > 0:
+            judge = SpectralLoss(*fit_batch(task, n_context, generator, validation_factor * batch_size, n_queries))
+        lrs, gammas = min(cands, key=lambda c: _finite_or_inf(float(judge.mse(steps, *c))))
+        return cls(steps=steps, lr=[float(v) for v in lrs], gamma=[float(v) for v in gammas])
 
-        def loss(lr: float, gamma: float) -> float:
-            return spectral(steps, lr, gamma)
 
-        lr0 = minimize_1d_log(lambda v: loss(v, 0.0), scale)
-        u0 = math.log(lr0 / scale)
-        simplex = np.array([[u0, 0.0], [u0 + 0.3, 0.0], [u0, 0.05]])
-        res = optimize.minimize(lambda p: loss(scale * math.exp(p[0]), scale * p[1]), np.array([u0, 0.0]),
-                                method="Nelder-Mead",
-                                options={"initial_simplex": simplex, "xatol": 1e-6, "fatol": 1e-14, "maxiter": 1000})
-        if res.fun <= loss(lr0, 0.0):
-            return cls(steps=steps, lr=scale * math.exp(float(res.x[0])), gamma=scale * float(res.x[1]))
-        return cls(steps=steps, lr=lr0, gamma=0.0)
+def _finite_or_inf(v: float) -> float:
+    """v, or +inf for NaN / inf (so a NaN loss never wins a min)."""
+    return v if math.isfinite(v) else math.inf
+
+
+def _fit_shared(spectral: SpectralLoss, steps: int, scale: float) -> tuple[float, float]:
+    """One (lr, gamma) for every layer: GD's best lr, then Nelder-Mead on (log lr, gamma) (never above GD)."""
+
+    def loss(lr: float, gamma: float) -> float:
+        return spectral(steps, lr, gamma)
+
+    lr0 = minimize_1d_log(lambda v: loss(v, 0.0), scale)
+    u0 = math.log(lr0 / scale)
+    simplex = np.array([[u0, 0.0], [u0 + 0.3, 0.0], [u0, 0.05]])
+    res = optimize.minimize(lambda p: loss(scale * math.exp(p[0]), scale * p[1]), np.array([u0, 0.0]),
+                            method="Nelder-Mead",
+                            options={"initial_simplex": simplex, "xatol": 1e-6, "fatol": 1e-14, "maxiter": 1000})
+    if res.fun <= loss(lr0, 0.0):
+        return scale * math.exp(float(res.x[0])), scale * float(res.x[1])
+    return lr0, 0.0
+
+
+def _per_layer_candidates(spectral: SpectralLoss, steps: int, scale: float, shared: tuple[torch.Tensor, torch.Tensor],
+                          margin: float | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """L-BFGS-B results (lrs (K,), gammas (K,) with gammas[-1] = 0) over (lr_1..lr_K, gamma_1..gamma_{K-1}) in
+    units of ``scale``: from the shared fit and four more starts, on the plain loss and (``margin`` set) with the
+    stability penalty of ``GDPlusPlus.fit_layerwise``."""
+    n_g = steps - 1
+    lr0, gamma0 = float(shared[0][0]) / scale, float(shared[1][0]) / scale
+    grid = torch.linspace(0.0, (margin or 1.0) * float(spectral.lam.max()), 257, dtype=spectral.lam.dtype)
+    weight = 1e3 * float((spectral.qy ** 2).mean())
+
+    def unpack(p: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(p, dtype=spectral.lam.dtype) * scale
+        return t[:steps], torch.cat([t[steps:], t.new_zeros(1)])
+
+    def fun(p: np.ndarray, penalised: bool) -> tuple[float, np.ndarray]:
+        t = torch.tensor(p, dtype=spectral.lam.dtype, requires_grad=True)
+        lr, gamma = unpack(t)
+        loss = spectral.mse(steps, lr, gamma)
+        if penalised:
+            left = 1.0 - grid * spectral_coef(grid, steps, lr, gamma)
+            loss = loss + weight * torch.relu(left * left - 1.0).mean()
+        if not torch.isfinite(loss):
+            return 1e300, np.zeros_like(p)
+        (grad,) = torch.autograd.grad(loss, t)
+        return float(loss.detach()), grad.numpy().astype(np.float64)
+
+    starts = [np.array([lr0] * steps + [gamma0] * n_g)]
+    if steps > 1:
+        starts += [np.array([f * lr0] * (steps - 1) + [2.0 * lr0] + [g * max(gamma0, 1.0)] * n_g)
+                   for f in (0.1, 0.3) for g in (1.0, 3.0)]
+    out = []
+    for penalised in (False, True) if margin is not None else (False,):
+        for start in starts:
+            res = optimize.minimize(fun, start, args=(penalised,), jac=True, method="L-BFGS-B",
+                                    options={"maxiter": 300, "ftol": 1e-13, "gtol": 1e-10})
+            if math.isfinite(float(res.fun)):
+                out.append(unpack(res.x))
+    return out

@@ -23,10 +23,10 @@ from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
 
-__all__ = ["VonOswaldDeepTrain", "VonOswaldLSAConfig", "eval_half_mse", "fit_gd_gdpp", "regression_task", "train_lsa"]
+__all__ = ["VonOswaldLSATrain", "VonOswaldLSAConfig", "eval_half_mse", "fit_gd_gdpp", "regression_task", "train_lsa"]
 
-VonOswaldDeepTrain = train_settings(
-    "VonOswaldDeepTrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
+VonOswaldLSATrain = train_settings(
+    "VonOswaldLSATrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
                                min_lr_ratio=0.02, warmup_steps=100, grad_clip=1.0, eval_every=100,
                                eval_batch_size=2048, ckpt_every=1000, loss="half_mse", objective="query"))
 
@@ -46,7 +46,7 @@ class VonOswaldLSAConfig(ExperimentConfig):
     clip: float = Field(10.0, gt=0, description="models with K >= clip_from layers clamp every token to "
                                                 "[-clip, clip] after every layer (the paper's code: 10)")
     clip_from: int = Field(4, ge=1, description="smallest K that is clipped (the paper's code: more than 3 layers)")
-    train: VonOswaldDeepTrain = Field(default_factory=VonOswaldDeepTrain,
+    train: VonOswaldLSATrain = Field(default_factory=VonOswaldLSATrain,
                                       description="training of every model; n_points = n_context + 1, seed derived "
                                                   "from seed and K, lr capped at deep_lr for K >= deep_from")
     threads: int | None = Field(1, ge=1, description="torch CPU threads; the LSA's (B, 11, 11) ops are fastest on one")
@@ -73,14 +73,15 @@ def fit_gd_gdpp(cfg: Any, task: LinearRegression, k: int) -> tuple[GD, GDPlusPlu
 
 def train_lsa(cfg: Any, ctx: RunContext, task: LinearRegression, k: int, folder: str, tied: bool = False,
               eval_fn: Callable[[LSA, int], dict[str, float]] | None = None,
-              clip: float | None = None) -> tuple[LSA, int]:
+              clip: float | None = None, init_std: float | None = None) -> tuple[LSA, int]:
     """Train a K-layer (``tied``: one layer applied K times) merged 1-head LSA in ``ctx.out / folder``.
 
-    ``clip``: the model's token clamp (``LSA(clip=...)``; None: none).
+    ``clip``: the model's token clamp (``LSA(clip=...)``; None: none); ``init_std``: the weights' initial std
+    (None: ``cfg.init_std``).
     Seeds: init ``derive_seed(seed, "init", k)``, training ``derive_seed(seed, "train", k)``; lr capped at
     ``cfg.deep_lr`` for K >= ``cfg.deep_from``. Returns (the trained model on the CPU in eval mode, steps done).
     """
-    model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std,
+    model = LSA(d=cfg.d, layers=k, heads=1, param="merged", init_std=cfg.init_std if init_std is None else init_std,
                 seed=derive_seed(cfg.seed, "init", k) % (2**31), tied=tied, clip=clip)
     lr = min(cfg.train.lr, cfg.deep_lr) if k >= cfg.deep_from else cfg.train.lr
     tcfg = cfg.train.to_train(seed=derive_seed(cfg.seed, "train", k) % (2**31), device=cfg.device,

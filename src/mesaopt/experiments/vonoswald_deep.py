@@ -1,12 +1,20 @@
-"""von Oswald et al. (arXiv 2212.07677) Fig. 4/5: K-layer LSA trained vs K steps of GD and of GD++.
+"""von Oswald et al. (arXiv 2212.07677; ICML 2023 Sec. 4, Fig. 3, App. A.2): deep LSA vs K steps of GD / GD++.
 
 Setup as ``vonoswald-gd`` (the paper's released code): d = 10, N = 10, x ~ U(-r/2, r/2)^d with r = 1, w ~ N(0, I),
-noiseless labels, loss = 1/2 * MSE of the query, LSA without softmax/LayerNorm/MLP. For every K in ``ks`` a
-K-layer LSA is trained (its own run folder ``k{K}/`` with checkpoint and training curve), and compared with
-K steps of GD (one lr, fitted: ``GD.fit_lr``) and of GD++ (one lr and gamma, fitted: ``GDPlusPlus.fit_hparams``).
+noiseless labels, loss = 1/2 * MSE of the query, LSA without softmax/LayerNorm/MLP. The deep models follow the
+released code's recipe: initial weights with variance ``init_scale / (K * fan_in)`` (its VarianceScaling(0.002 / K)),
+every token clipped to [-10, 10] after each layer (``token_clip``), Adam with betas (0.9, 0.98) and eps 1e-9 at a
+constant lr (1e-3; 5e-4 for K >= 4), batch 2048, global grad-norm clip 10. For every K in ``ks`` a K-layer LSA is
+trained (its own run folder ``k{K}/`` with checkpoint and training curve), and compared with K steps of GD (one
+lr, fitted: ``GD.fit_lr``), of GD++ with one (lr, gamma) shared by the layers (``GDPlusPlus.fit_hparams``) and
+of GD++ with one (lr, gamma) per layer fitted on the loss as in the paper (``GDPlusPlus.fit_layerwise``, on the
+same fit batch, so never above the shared fit there).
 
 Metrics per K (all losses 1/2 * MSE on one held-out batch shared by all learners):
-``lsa_loss_k{K}``, ``gd_loss_k{K}``, ``gdpp_loss_k{K}``; ``sens_cos_k{K}`` / ``pred_diff_k{K}`` with the
+``lsa_loss_k{K}``, ``gd_loss_k{K}``, ``gdpp_loss_k{K}`` (shared), ``gdpp_layerwise_loss_k{K}`` (per layer) and
+``lsa_over_gdpp_layerwise_k{K}``; the per-layer values ``gdpp_layerwise_lr_k{K}_l{l}``,
+``gdpp_layerwise_gamma_k{K}_l{l}`` (l = 1..K; the last gamma reaches no prediction and is 0);
+``sens_cos_gdpp_layerwise_k{K}``, ``pred_diff_gdpp_layerwise_k{K}``; ``sens_cos_k{K}`` / ``pred_diff_k{K}`` with the
 best-matching of the two algorithms (named by ``best_is_gdpp_k{K}`` = 1 for GD++, 0 for GD; both are also
 reported as ``sens_cos_gd_k{K}``, ``sens_cos_gdpp_k{K}``, ...); ``construction_loss_k{K}``: loss of the GD++
 construction (``constructions.gd_plus_plus``) with per-layer (lr, gamma) fitted to the trained model's predictions
@@ -27,15 +35,23 @@ import torch
 from pydantic import Field, field_validator
 
 from mesaopt import constructions, plotting
+from mesaopt.algorithms import GDPlusPlus
 from mesaopt.analysis import metrics
 from mesaopt.analysis.families import fit_gdpp, gd_predictions, sq_diff
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.experiments.vonoswald_common import VonOswaldDeepTrain, fit_gd_gdpp, regression_task, train_lsa
+from mesaopt.experiments.vonoswald_common import fit_gd_gdpp, regression_task, train_lsa
 from mesaopt.models import LSA
 from mesaopt.seeding import generator
 from mesaopt.tasks import LinearRegression
+from mesaopt.train.settings import train_settings
 
 __all__ = ["VonOswaldDeepConfig", "VonOswaldDeepTrain", "aligned_construction", "projected_hparams"]
+
+
+VonOswaldDeepTrain = train_settings(
+    "VonOswaldDeepTrain", dict(steps=10_000, batch_size=2048, lr=1e-3, optimizer="adam", betas=(0.9, 0.98),
+                               eps=1e-9, schedule="constant", grad_clip=10.0, eval_every=250, eval_batch_size=2048,
+                               ckpt_every=2500, loss="half_mse", objective="query"))
 
 
 class VonOswaldDeepConfig(ExperimentConfig):
@@ -46,12 +62,14 @@ class VonOswaldDeepConfig(ExperimentConfig):
     input_range: float = Field(1.0, gt=0, description="x ~ U(-r/2, r/2)^d")
     noise_std: float = Field(0.0, ge=0, description="label noise std")
     ks: list[int] = Field([1, 2, 3, 4, 5], description="numbers of LSA layers K (one model trained per K)")
-    init_std: float = Field(0.02, gt=0, description="std of the LSA's initial weights")
+    init_scale: float = Field(0.002, gt=0, description="initial weights ~ N(0, init_scale / (K (d + 1))) for K "
+                                                       "layers (the released code's VarianceScaling(0.002 / K))")
+    token_clip: float = Field(10.0, ge=0, description="clip every token to [-c, c] after each layer (0 = off)")
     eval_batch_size: int = Field(4096, ge=16, description="tasks in the final evaluation batch")
     fit_batch_size: int = Field(4096, ge=16, description="tasks used to fit the GD / GD++ hyper-parameters")
     interp_points: int = Field(11, ge=2, description="points a in [0, 1] of the interpolation figure")
-    deep_from: int = Field(5, ge=1, description="models with K >= deep_from layers train with deep_lr")
-    deep_lr: float = Field(2e-3, gt=0, description="train.lr for K >= deep_from (K = 5 diverged at 1e-2 and 5e-3)")
+    deep_from: int = Field(4, ge=1, description="models with K >= deep_from layers train with deep_lr")
+    deep_lr: float = Field(5e-4, gt=0, description="train.lr for K >= deep_from (the released code: 5e-4 for K > 3)")
     train: VonOswaldDeepTrain = Field(default_factory=VonOswaldDeepTrain,
                                       description="training of every K; n_points = n_context + 1, seed derived "
                                                   "from seed and K, lr capped at deep_lr for K >= deep_from")
@@ -68,7 +86,8 @@ def aligned_construction(model: LSA, lrs: list[float], gammas: list[float]) -> L
     """GD++ construction (``constructions.gd_plus_plus``) rescaled per layer to the trained model's W_KQ scale.
 
     Layer l's (W_KQ, W_PV) -> (c_l W_KQ, W_PV / c_l) with c_l = mean diag of the trained W_KQ^l[x, x] (summed over
-    heads); the function is unchanged (the layer uses the product W_PV S W_KQ). Returns a merged float32 LSA.
+    heads); the function is unchanged (the layer uses the product W_PV S W_KQ). Returns a merged float32 LSA with
+    the trained model's token clip (GD++ itself is unclipped: the two agree while no token leaves [-clip, clip]).
     """
     d, k = model.d, model.layers
     con = constructions.gd_plus_plus(d=d, steps=k, lr=lrs, gamma=gammas, heads=model.heads, dtype=torch.float64)
@@ -81,7 +100,7 @@ def aligned_construction(model: LSA, lrs: list[float], gammas: list[float]) -> L
             c = 1.0
         kq[layer] *= c
         pv[layer] /= c
-    out = LSA(d=d, layers=k, heads=model.heads, param="merged", init_std=0.0).double()
+    out = LSA(d=d, layers=k, heads=model.heads, param="merged", init_std=0.0, clip=model.clip).double()
     return out.load_matrices(kq, pv).float()
 
 
@@ -117,9 +136,27 @@ def _fit_construction(model: LSA, task: LinearRegression, cfg: VonOswaldDeepConf
     return fit.hparams[0]["lr"], fit.hparams[0]["gamma"]
 
 
+def _layerwise_metrics(model: LSA, layerwise: GDPlusPlus, ev, lsa_loss: float) -> dict:
+    """Loss, LSA ratio, alignment and per-layer (lr, gamma) of the per-layer GD++ on the evaluation batch ``ev``
+    (contexts (B, N, d), (B, N), queries (B, Q, d), (B, Q)); per-layer keys carry the layer l = 1..K as ``_l{l}``."""
+    cx, cy, qx, qy = ev
+    with torch.no_grad():
+        p_lsa, p = model(cx, cy, qx), layerwise(cx, cy, qx)
+    loss = float(metrics.half_mse(p, qy))
+    out = {"gdpp_layerwise_loss": loss, "lsa_over_gdpp_layerwise": lsa_loss / loss,
+           "pred_diff_gdpp_layerwise": metrics.pred_diff(p_lsa, p),
+           "sens_cos_gdpp_layerwise": metrics.sens_cos(model, layerwise, cx, cy, qx)}
+    for layer, (lr, gamma) in enumerate(zip(layerwise.lr, layerwise.gamma, strict=True), start=1):
+        out[f"gdpp_layerwise_lr@l{layer}"] = lr
+        out[f"gdpp_layerwise_gamma@l{layer}"] = gamma
+    return out
+
+
 def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k: int, ev) -> dict:
     n = cfg.n_context
     gd, gdpp = fit_gd_gdpp(cfg, task, k)
+    layerwise = GDPlusPlus.fit_layerwise(task, steps=k, n_context=n, generator=generator(cfg.seed, "gdpp", k),
+                                         batch_size=cfg.fit_batch_size)  # the same fit batch as the shared fit
     mon = task.sample(1024, n + 1, generator(cfg.seed, "monitor", k))
     mcx, mcy, mqx, _ = mon.split(n)
     gd_mon, gdpp_mon = gd(mcx, mcy, mqx), gdpp(mcx, mcy, mqx)
@@ -131,7 +168,8 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
                 "sens_cos_gd": metrics.sens_cos(model, gd, mcx, mcy, mqx),
                 "sens_cos_gdpp": metrics.sens_cos(model, gdpp, mcx, mcy, mqx)}
 
-    model, _ = train_lsa(cfg, ctx, task, k, f"k{k}", eval_fn=eval_fn)
+    model, _ = train_lsa(cfg, ctx, task, k, f"k{k}", eval_fn=eval_fn, clip=cfg.token_clip or None,
+                         init_std=math.sqrt(cfg.init_scale / (k * (cfg.d + 1))))
 
     cx, cy, qx, qy = ev
     with torch.no_grad():
@@ -142,6 +180,7 @@ def _one_k(cfg: VonOswaldDeepConfig, ctx: RunContext, task: LinearRegression, k:
            "pred_diff_gd": metrics.pred_diff(p_lsa, p_gd), "pred_diff_gdpp": metrics.pred_diff(p_lsa, p_gdpp),
            "sens_cos_gd": metrics.sens_cos(model, gd, cx, cy, qx),
            "sens_cos_gdpp": metrics.sens_cos(model, gdpp, cx, cy, qx)}
+    out.update(_layerwise_metrics(model, layerwise, ev, out["lsa_loss"]))
     best = "gdpp" if out["pred_diff_gdpp"] < out["pred_diff_gd"] else "gd"
     out["best_is_gdpp"] = float(best == "gdpp")
     out["sens_cos"] = out[f"sens_cos_{best}"]
@@ -175,7 +214,10 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     ax = axes[0]
     ax.plot(ks, [per_k[k]["lsa_loss"] for k in ks], "o-", color=plotting.PALETTE["model"], label="trained LSA")
     ax.plot(ks, [per_k[k]["gd_loss"] for k in ks], "s--", color=plotting.PALETTE["gd"], label="GD (K steps)")
-    ax.plot(ks, [per_k[k]["gdpp_loss"] for k in ks], "^--", color=plotting.PALETTE["gdpp"], label="GD++ (K steps)")
+    ax.plot(ks, [per_k[k]["gdpp_loss"] for k in ks], "^--", color=plotting.PALETTE["gdpp"],
+            label="GD++, shared (lr, γ)")
+    ax.plot(ks, [per_k[k]["gdpp_layerwise_loss"] for k in ks], "v-.", color=plotting.PALETTE["gdpp"], mfc="none",
+            label="GD++, per-layer (lr, γ)")
     ax.plot(ks, [per_k[k]["interp_loss"] for k in ks], "d:", color=plotting.PALETTE["construction"],
             label="interpolated (a=0.5)")
     ax.set_yscale("log")
@@ -187,17 +229,20 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     for i, k in enumerate(ks):
         c = cmap(i / max(len(ks) - 1, 1))
         plotting.loss_curve(ax, ctx.out / f"k{k}" / "metrics.jsonl", labels=[f"K={k}"], colors=[c],
-                            ylabel="loss (1/2 MSE); dashed: GD++")
+                            ylabel="loss; --: GD++ shared, -.: per layer")
         ax.axhline(per_k[k]["gdpp_loss"], color=c, ls="--", lw=1)
+        ax.axhline(per_k[k]["gdpp_layerwise_loss"], color=c, ls="-.", lw=1)
     ax.legend(ncol=2)
     fig.suptitle(f"Deep LSA vs K steps of GD / GD++ (d={cfg.d}, N={cfg.n_context})")
     fig.tight_layout()
     plotting.save_figure(fig, ctx.path("losses"))
 
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
-    for name, key in (("gd", "GD"), ("gdpp", "GD++")):
-        axes[0].plot(ks, [per_k[k][f"sens_cos_{name}"] for k in ks], "o-", color=plotting.PALETTE[name], label=key)
-        axes[1].plot(ks, [per_k[k][f"pred_diff_{name}"] for k in ks], "o-", color=plotting.PALETTE[name], label=key)
+    for name, key, style in (("gd", "GD", "o-"), ("gdpp", "GD++ shared", "o-"),
+                             ("gdpp_layerwise", "GD++ per layer", "v-.")):
+        color = plotting.PALETTE["gdpp" if name.startswith("gdpp") else name]
+        axes[0].plot(ks, [per_k[k][f"sens_cos_{name}"] for k in ks], style, color=color, label=key)
+        axes[1].plot(ks, [per_k[k][f"pred_diff_{name}"] for k in ks], style, color=color, label=key)
     axes[0].set_ylabel("cosine sim. of sensitivities")
     axes[0].set_ylim(min(0.8, min(per_k[k]["sens_cos_gd"] for k in ks) - 0.02), 1.005)
     axes[1].set_ylabel("pred diff (mean |Δ|)")
@@ -222,13 +267,13 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     plotting.save_figure(fig, ctx.path("interpolation"))
 
 
-@register("vonoswald-deep", "von Oswald Fig. 4/5: K-layer LSA trained vs K steps of GD and GD++ (d=10, N=10)",
+@register("vonoswald-deep", "von Oswald Fig. 3: K-layer LSA trained vs K steps of GD and GD++ (d=10, N=10)",
           config=VonOswaldDeepConfig,
           quick={"ks": [1, 2], "train.steps": 300, "train.batch_size": 512, "train.eval_every": 50,
                  "train.ckpt_every": 0, "train.warmup_steps": 20, "train.lr": 5e-3, "eval_batch_size": 2048,
                  "fit_batch_size": 2048, "interp_points": 5})
 def run(cfg: VonOswaldDeepConfig, ctx: RunContext) -> dict[str, float]:
-    """Train a K-layer LSA for every K, fit GD / GD++, compare and interpolate; returns the metrics."""
+    """Train a K-layer LSA for every K, fit GD / GD++ (shared and per layer), compare and interpolate."""
     task = regression_task(cfg)
     ev = task.sample(cfg.eval_batch_size, cfg.n_context + 1, generator(cfg.seed, "final-eval")).split(cfg.n_context)
     per_k = {k: _one_k(cfg, ctx, task, k, ev) for k in cfg.ks}
@@ -237,7 +282,8 @@ def run(cfg: VonOswaldDeepConfig, ctx: RunContext) -> dict[str, float]:
     for k, r in per_k.items():
         for key, v in r.items():
             if not key.startswith("_"):
-                out[f"{key}_k{k}"] = float(v)
+                base, _, layer = key.partition("@")  # per-layer values: {key}_k{K}_l{l}
+                out[f"{base}_k{k}" + (f"_{layer}" if layer else "")] = float(v)
     bad = [k for k, v in out.items() if not math.isfinite(v)]
     if bad:
         raise RuntimeError(f"vonoswald-deep produced non-finite metrics: {bad}")
