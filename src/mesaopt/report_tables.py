@@ -132,11 +132,11 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
         ("ridge", lambda p: Row("", f"{p}_ridge_err", "{:.3f}")),
         ("gain 1→8", lambda p: Row("", f"{p}_s2_gain", "{:.2f}")))),
     "garg-curves": Grid("N", (3, 5, 10, 15), tuple(
-        (h, (lambda n, k=k: Row("", f"{k}_err_at_{n}", "{:.3f}"))) for h, k in (
+        (h, (lambda n, k=k: Row("", f"{k}_err_at_{n}", "{:.3g}"))) for h, k in (
             ("transformer", "transformer"), ("least squares (min-norm)", "ols"), ("ridge λ = σ²", "ridge"),
             ("averaging", "averaging"), ("3-NN", "knn")))),
     "garg-curves.sparse": Grid("N", (3, 5, 10, 15), tuple(
-        (h, (lambda n, k=k: Row("", f"{k}_err_at_{n}", "{:.3f}"))) for h, k in (
+        (h, (lambda n, k=k: Row("", f"{k}_err_at_{n}", "{:.3g}"))) for h, k in (
             ("sparse transformer", "sparse_transformer"), ("LASSO", "lasso"), ("least squares", "sparse_ols")))),
     "garg-curves.summary": [Row("transformer / least squares at N = 2d = 10", "transformer_over_ols_at_10", "{:.3f}"),
                             Row("transformer below averaging at every N ≥ d/2 (1 = yes)", "transformer_below_averaging",
