@@ -186,11 +186,11 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
                                     Row("construction roll-out vs GD (relative, float64)", "construction_rollout_err",
                                         "{:.1e}")],
     "vonoswald-ood": Grid("α", ("0.25", "0.5", "0.75", "1", "1.25", "1.5", "2", "2.5", "3"), tuple(
-        (h, (lambda a, k=k: Row("", f"{k}_loss_alpha{a}", "{:.4g}"))) for h, k in (
+        (h, (lambda a, k=k: Row("", f"{k}_loss_alpha{a}", "{:.3g}"))) for h, k in (
             ("trained LSA, 1 layer", "lsa1"), ("1-step GD", "gd1"), ("trained LSA, 3 layers", "lsa3"),
             ("3-step GD", "gd3"), ("3-step GD++", "gdpp3")))),
     "vonoswald-ood.beta": Grid("β", ("0.25", "0.5", "1", "1.5", "2", "3", "4", "5"), tuple(
-        (h, (lambda b, k=k: Row("", f"{k}_loss_beta{b}", "{:.4g}"))) for h, k in (
+        (h, (lambda b, k=k: Row("", f"{k}_loss_beta{b}", "{:.3g}"))) for h, k in (
             ("trained LSA, 1 layer", "lsa1"), ("1-step GD", "gd1"), ("trained LSA, 3 layers", "lsa3"),
             ("3-step GD", "gd3"), ("3-step GD++", "gdpp3")))),
     "vonoswald-sine": [Row("MLP + LSA (½·MSE)", "mlp_lsa_loss", "{:.4f}"), Row("plain LSA on raw x", "lsa_loss",
