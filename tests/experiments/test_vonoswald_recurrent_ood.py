@@ -60,3 +60,26 @@ def test_bad_config_is_one_line_naming_the_field(name, over, field):
 def test_quick_configs_validate():
     assert make_config("vonoswald-recurrent", quick=True).ks == [1, 2]
     assert make_config("vonoswald-ood", quick=True).deep_k == 2
+
+
+def test_a_roll_out_that_overflows_is_a_result_not_a_failed_run(tmp_path, monkeypatch):
+    import math
+
+    import torch
+
+    from mesaopt.experiments import vonoswald_recurrent as vr
+
+    real = vr.damped_rollout
+
+    def overflowing(layer, cx, cy, qx, steps, damping):  # the trained (float32) layer overflows from S = 3 on
+        out = real(layer, cx, cy, qx, steps, damping)
+        if out.dtype == torch.float32:
+            out = out.clone()
+            out[2:, 0] = math.inf
+        return out
+
+    monkeypatch.setattr(vr, "damped_rollout", overflowing)
+    m = run("vonoswald-recurrent", tmp_path, ks=[1], rollout_steps=4)
+    assert math.isfinite(m["rollout_loss_s2"]) and math.isnan(m["rollout_loss_s3"]) and math.isnan(m["rollout_loss_s4"])
+    assert m["rollout_diverged_s"] == 3.0 and m["rollout_best_s"] in (1.0, 2.0)
+    assert m["rollout_best_loss"] == min(m["rollout_loss_s1"], m["rollout_loss_s2"])

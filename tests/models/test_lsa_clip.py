@@ -74,7 +74,7 @@ def test_clipped_forward_hooked_and_prefix_paths_match_numpy():
 
 
 def test_clip_is_off_by_default_kept_in_the_spec_and_validated():
-    assert LSA(d=2).clip == 0.0
+    assert LSA(d=2).clip is None
     m = LSA(d=2, layers=2, clip=10.0)
     assert models.build(m.spec()).clip == 10.0
     with pytest.raises(ConfigError, match="model.clip"):

@@ -170,9 +170,14 @@ def run(cfg: VonOswaldRecurrentConfig, ctx: RunContext) -> dict[str, float]:
                       ("gd_rollout_lr", "gd_rollout_lr")):
         out.update({f"{key}_s{s}": v for s, v in enumerate(roll[name], start=1)})
     out["construction_rollout_err"] = roll["construction_err"][0]
-    best = int(np.argmin(roll["rollout"]))
-    out["rollout_best_s"], out["rollout_best_loss"] = float(best + 1), roll["rollout"][best]
-    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    # a roll-out may overflow on a rare task after many applications: that is a result (NaN from there on, and
+    # the first such S as rollout_diverged_s; 0 = never), not a failed run
+    finite = [v if math.isfinite(v) else math.nan for v in roll["rollout"]]
+    out.update({f"rollout_loss_s{s}": v for s, v in enumerate(finite, start=1)})
+    out["rollout_diverged_s"] = float(next((s for s, v in enumerate(finite, start=1) if math.isnan(v)), 0))
+    best = int(np.nanargmin(finite))
+    out["rollout_best_s"], out["rollout_best_loss"] = float(best + 1), finite[best]
+    bad = [k for k, v in out.items() if not math.isfinite(v) and not k.startswith("rollout_loss_s")]
     if bad:
         raise RuntimeError(f"vonoswald-recurrent produced non-finite metrics: {bad}")
     return out
