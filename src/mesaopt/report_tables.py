@@ -178,9 +178,9 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
         ("sens_cos with GD", lambda k: Row("", f"sens_cos_gd_k{k}", "{:.4f}")),
         ("sens_cos with GD++", lambda k: Row("", f"sens_cos_gdpp_k{k}", "{:.4f}")))),
     "vonoswald-recurrent.rollout": Grid("S", (1, 2, 3, 5, 10, 20, 30, 50), (
-        ("trained layer, damped roll-out", lambda s: Row("", f"rollout_loss_s{s}", "{:.4f}")),
-        ("GD, lr λ·η₁ (roll-out of the construction)", lambda s: Row("", f"gd_damped_loss_s{s}", "{:.4f}")),
-        ("GD, lr fitted per S", lambda s: Row("", f"gd_rollout_loss_s{s}", "{:.4f}")))),
+        ("trained layer, damped roll-out", lambda s: Row("", f"rollout_loss_s{s}", "{:.4g}")),
+        ("GD, lr λ·η₁ (roll-out of the construction)", lambda s: Row("", f"gd_damped_loss_s{s}", "{:.4g}")),
+        ("GD, lr fitted per S", lambda s: Row("", f"gd_rollout_loss_s{s}", "{:.4g}")))),
     "vonoswald-recurrent.summary": [Row("best roll-out length S", "rollout_best_s", "{:.1f}"),
                                     Row("its loss", "rollout_best_loss", "{:.4f}"),
                                     Row("construction roll-out vs GD (relative, float64)", "construction_rollout_err",
