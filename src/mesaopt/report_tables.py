@@ -209,6 +209,17 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
                        Row("copy mass (y-token on its own x-token)", "copy_mass", "{:.3f}"),
                        Row("copy mass under uniform attention", "copy_mass_uniform", "{:.3f}"),
                        Row("hand-built construction vs GD (relative)", "construction_err", "{:.1e}")],
+    "garg-suite": Grid("N", (5, 10, 20, 30, 40), tuple(
+        (h, (lambda n, k=k: Row("", f"dense_{k}_err_at_{n}", "{:.3g}"))) for h, k in (
+            ("transformer (shipped d = 20 GPT)", "transformer"), ("least squares", "ols"), ("ridge", "ridge"),
+            ("averaging", "averaging"), ("3-NN", "knn")))),
+    "garg-suite.shifts": Grid("shift", ("skewed", "half_subspace", "noisy", "orthant", "opposite_orthant",
+                                        "orthogonal", "same_point", "scale_x_0p333", "scale_x_0p5", "scale_x_2",
+                                        "scale_x_3", "scale_y_0p333", "scale_y_0p5", "scale_y_2", "scale_y_3"), tuple(
+        (h, (lambda name, n=n, k=k: Row("", f"shift_{name}_{k}err_at_{n}", "{:.3g}"))) for h, n, k in (
+            ("transformer, N = 10", 10, ""), ("least squares, N = 10", 10, "ols_"),
+            ("transformer, N = 19", 19, ""), ("least squares, N = 19", 19, "ols_"),
+            ("transformer, N = 40", 40, ""), ("least squares, N = 40", 40, "ols_")))),
     "garg-d20": PerRun((Row("reached 0.05 at N = 40", "reached", "{:.0f}"),
                         Row("steps to the target", "steps_to_target", "{:.0f}"),
                         Row("wall s to the target", "wall_s_to_target", "{:.0f}"),
