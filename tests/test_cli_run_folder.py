@@ -212,3 +212,21 @@ def test_sigkill_then_same_command_with_resume(tmp_path):
     res = json.loads(r.stdout)
     assert res["metrics"]["train_steps"] == 3000 and res["config"]["seed"] == 3
     assert res["provenance"]["command"].endswith("--resume --json")
+
+
+def test_provenance_records_the_commit_the_run_started_with(monkeypatch):
+    import subprocess
+
+    from mesaopt import rundir
+
+    rundir._git_commit.cache_clear()
+    first = rundir.start_stamp() and rundir._git_commit()
+
+    def later_commit(*a, **k):  # a commit made in the checkout while the run was going
+        return subprocess.CompletedProcess(a, 0, stdout="f" * 40 + "\n", stderr="")
+
+    monkeypatch.setattr(rundir.subprocess, "run", later_commit)
+    try:
+        assert rundir.provenance("2026-11-29T00:00:00Z")["commit"] == first
+    finally:
+        rundir._git_commit.cache_clear()

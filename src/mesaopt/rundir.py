@@ -5,6 +5,7 @@ Kept free of torch at import time so the CLI's error paths stay fast.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -142,8 +143,12 @@ def config_diff(saved: dict, given: dict) -> list[str]:
     return diffs
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
-    """``git rev-parse HEAD`` of the checkout mesaopt is imported from; None outside git or without git."""
+    """``git rev-parse HEAD`` of the checkout mesaopt is imported from; None outside git or without git.
+
+    Read once per process (``start_stamp()`` reads it when a run starts): a run that takes hours must record the
+    code it was started with, not a commit made in the checkout while it ran."""
     here = Path(__file__).resolve().parent
     if "site-packages" in here.parts or "dist-packages" in here.parts:
         return None  # an installed copy: any enclosing repository is not mesaopt's
@@ -176,6 +181,12 @@ def _torch_version() -> str | None:
         return version("torch")
     except Exception:  # noqa: BLE001 - provenance never fails a run
         return None
+
+
+def start_stamp() -> str:
+    """The UTC start time of a run; also fixes the commit its provenance will record (``_git_commit``)."""
+    _git_commit()
+    return utc_now()
 
 
 def provenance(started_utc: str, api_call: str | None = None) -> dict[str, Any]:

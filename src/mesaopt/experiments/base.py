@@ -158,9 +158,9 @@ def run(name: str, overrides: dict[str, Any] | None = None, out: str | Path | No
     run folder (the old one is deleted only once the new run has passed its start-up checks). config.yaml is
     written only after those checks (output folder writable, device available).
     """
-    from mesaopt.rundir import FolderSwap, as_out_path, check_device, config_diff, ensure_writable_dir, utc_now
+    from mesaopt.rundir import FolderSwap, as_out_path, check_device, config_diff, ensure_writable_dir, start_stamp
 
-    started = utc_now()
+    started = start_stamp()  # also fixes the commit recorded in provenance
     out = as_out_path(out)
     exp = get(name)
     if resume:

@@ -102,9 +102,9 @@ def run_job(job: TrainJob | None = None, out: str | os.PathLike | None = None, r
     ``overwrite`` replaces an existing run folder once the new run has passed its start-up checks (device,
     writable folder); config.yaml is written only after those checks.
     """
-    from mesaopt.rundir import FolderSwap, as_out_path, check_device, ensure_writable_dir, provenance, utc_now
+    from mesaopt.rundir import FolderSwap, as_out_path, check_device, ensure_writable_dir, provenance, start_stamp
 
-    started = utc_now()
+    started = start_stamp()  # also fixes the commit recorded in provenance
     out = as_out_path(out, "--resume" if resume else "--out")
     if resume:
         if out is None:
