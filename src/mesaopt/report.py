@@ -123,7 +123,7 @@ def _render_per_run(spec: PerRun, runs: list[dict]) -> list[str]:
     for r in runs:
         lines.append(f"| {r.get('seed', '—')} | " + " | ".join(fmt(c, c.value(r["metrics"])) for c in spec.columns)
                      + " |")
-    if len(runs) > 1:
+    if len(runs) >= 3:  # a median of two runs (one of them a miss) says nothing the rows do not
         lines.append("| median | " + " | ".join(fmt(c, median_nan_last([c.value(r["metrics"]) for r in runs]))
                                                 for c in spec.columns) + " |")
     return lines
