@@ -23,7 +23,8 @@ from mesaopt.tasks import LinearRegression
 from mesaopt.train import train
 from mesaopt.train.settings import train_settings
 
-__all__ = ["VonOswaldLSATrain", "VonOswaldLSAConfig", "eval_half_mse", "fit_gd_gdpp", "regression_task", "train_lsa"]
+__all__ = ["VonOswaldLSATrain", "VonOswaldLSAConfig", "eval_half_mse", "fit_gd_gdpp", "regression_task",
+           "train_lsa", "training_curves"]
 
 VonOswaldLSATrain = train_settings(
     "VonOswaldLSATrain", dict(steps=2500, batch_size=512, lr=1e-2, optimizer="adam", schedule="warmup_cosine",
@@ -95,3 +96,20 @@ def eval_half_mse(learner: Callable[..., torch.Tensor], batch: tuple[torch.Tenso
     cx, cy, qx, qy = batch
     with torch.no_grad():
         return float(metrics.half_mse(learner(cx, cy, qx), qy))
+
+
+def training_curves(ax: Any, out: Any, per_k: dict[int, dict], ylabel: str,
+                    lines: tuple[tuple[str, str], ...] = (("gdpp_loss", "--"),)) -> None:
+    """Draw every K's training curve (``out / k{K} / metrics.jsonl``) on ``ax``, one viridis colour per K, with a
+    horizontal line per (metric key of ``per_k[K]``, line style) in ``lines`` in the same colour (e.g. GD++'s loss)."""
+    import matplotlib.pyplot as plt
+
+    from mesaopt import plotting
+
+    cmap, ks = plt.get_cmap("viridis"), sorted(per_k)
+    for i, k in enumerate(ks):
+        c = cmap(i / max(len(ks) - 1, 1))
+        plotting.loss_curve(ax, out / f"k{k}" / "metrics.jsonl", labels=[f"K={k}"], colors=[c], ylabel=ylabel)
+        for key, style in lines:
+            ax.axhline(per_k[k][key], color=c, ls=style, lw=1)
+

@@ -39,7 +39,7 @@ from mesaopt.algorithms import GDPlusPlus
 from mesaopt.analysis import metrics
 from mesaopt.analysis.families import fit_gdpp, gd_predictions, sq_diff
 from mesaopt.experiments.base import ExperimentConfig, RunContext, register
-from mesaopt.experiments.vonoswald_common import fit_gd_gdpp, regression_task, train_lsa
+from mesaopt.experiments.vonoswald_common import fit_gd_gdpp, regression_task, train_lsa, training_curves
 from mesaopt.models import LSA
 from mesaopt.seeding import generator
 from mesaopt.tasks import LinearRegression
@@ -226,12 +226,8 @@ def _figures(ctx: RunContext, cfg: VonOswaldDeepConfig, per_k: dict[int, dict]) 
     ax.set_ylabel("loss (1/2 MSE)")
     ax.legend()
     ax = axes[1]
-    for i, k in enumerate(ks):
-        c = cmap(i / max(len(ks) - 1, 1))
-        plotting.loss_curve(ax, ctx.out / f"k{k}" / "metrics.jsonl", labels=[f"K={k}"], colors=[c],
-                            ylabel="loss; --: GD++ shared, -.: per layer")
-        ax.axhline(per_k[k]["gdpp_loss"], color=c, ls="--", lw=1)
-        ax.axhline(per_k[k]["gdpp_layerwise_loss"], color=c, ls="-.", lw=1)
+    training_curves(ax, ctx.out, per_k, "loss; --: GD++ shared, -.: per layer",
+                    lines=(("gdpp_loss", "--"), ("gdpp_layerwise_loss", "-.")))
     ax.legend(ncol=2)
     fig.suptitle(f"Deep LSA vs K steps of GD / GD++ (d={cfg.d}, N={cfg.n_context})")
     fig.tight_layout()

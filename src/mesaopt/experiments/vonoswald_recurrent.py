@@ -36,6 +36,7 @@ from mesaopt.experiments.vonoswald_common import (
     fit_gd_gdpp,
     regression_task,
     train_lsa,
+    training_curves,
 )
 from mesaopt.models import LSA
 from mesaopt.models.lsa_rollout import damped_rollout
@@ -126,7 +127,6 @@ def _figures(ctx: RunContext, cfg: VonOswaldRecurrentConfig, per_k: dict[int, di
     plotting.save_figure(fig, ctx.path("rollout"))
 
     ks = sorted(per_k)
-    cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2))
     ax = axes[0]
     for key, label, style, color in (("lsa_loss", "tied LSA (trained)", "o-", "model"),
@@ -140,11 +140,7 @@ def _figures(ctx: RunContext, cfg: VonOswaldRecurrentConfig, per_k: dict[int, di
     ax.set_ylabel("loss (1/2 MSE)")
     ax.legend()
     ax = axes[1]
-    for i, k in enumerate(ks):
-        c = cmap(i / max(len(ks) - 1, 1))
-        plotting.loss_curve(ax, ctx.out / f"k{k}" / "metrics.jsonl", labels=[f"K={k}"], colors=[c],
-                            ylabel="loss (1/2 MSE); dashed: GD++")
-        ax.axhline(per_k[k]["gdpp_loss"], color=c, ls="--", lw=1)
+    training_curves(ax, ctx.out, per_k, "loss (1/2 MSE); dashed: GD++")
     ax.legend()
     fig.suptitle("Recurrent (weight-tied) LSA vs K steps of GD / GD++")
     fig.tight_layout()
