@@ -245,6 +245,8 @@ SUMMARY: list[tuple[str, Row]] = [
     ("mahankali-optimal", Row("N = 20: learned lr", "lr_learned", "{:.4f}")),
     ("mahankali-optimal", Row("N = 20: optimal lr η* (closed form)", "lr_optimal", "{:.4f}")),
     ("garg-curves", Row("d = 5: transformer / least squares at N = 2d", "transformer_over_ols_at_10", "{:.3f}")),
+    ("raventos-diversity", Row("transition M* (ridge closer than dMMSE), 3000 training steps", "transition_m",
+                               "{:.1f}")),
     ("svm-implicit-bias", Row("corr(W, W^mm), Frobenius", "corr_W_fro", "{:.4f}")),
     ("svm-implicit-bias", Row("corr(KQᵀ, W^mm_⋆), nuclear, λ = 2.2e-16", "corr_KQ_nuc", "{:.4f}")),
     ("svm-implicit-bias", Row("corr(KQᵀ, W^mm_⋆), nuclear, λ = 0", "corr_KQ_nuc_noreg", "{:.4f}")),
