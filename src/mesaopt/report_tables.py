@@ -60,6 +60,16 @@ def _ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
     return ratio
 
 
+def _columns(key: str, fmt: str, learners: tuple[tuple[str, str], ...]) -> tuple:
+    """Grid columns, one per (header, name) of ``learners``: the cell of index value v is the metric
+    ``key.format(name=name, v=v)`` (e.g. ``"{name}_err_at_{v}"``) printed with ``fmt``."""
+    return tuple((h, (lambda v, name=name: Row("", key.format(name=name, v=v), fmt))) for h, name in learners)
+
+
+_OOD_LEARNERS = (("trained LSA, 1 layer", "lsa1"), ("1-step GD", "gd1"), ("trained LSA, 3 layers", "lsa3"),
+                 ("3-step GD", "gd3"), ("3-step GD++", "gdpp3"))
+"""vonoswald-ood's learners (header, key name), the same on its α and β tables."""
+
 TABLES: dict[str, list[Row] | Grid | PerRun] = {
     "vonoswald-gd": [Row("trained LSA loss (½·MSE)", "lsa_loss", "{:.6f}"),
                      Row("one GD step loss", "gd_loss", "{:.6f}"),
@@ -131,13 +141,11 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
         ("feed-forward", lambda p: Row("", f"{p}_transformer_err", "{:.3f}")),
         ("ridge", lambda p: Row("", f"{p}_ridge_err", "{:.3f}")),
         ("gain 1→8", lambda p: Row("", f"{p}_s2_gain", "{:.2f}")))),
-    "garg-curves": Grid("N", (3, 5, 10, 15), tuple(
-        (h, (lambda n, k=k: Row("", f"{k}_err_at_{n}", "{:.3g}"))) for h, k in (
-            ("transformer", "transformer"), ("least squares (min-norm)", "ols"), ("ridge λ = σ²", "ridge"),
-            ("averaging", "averaging"), ("3-NN", "knn")))),
-    "garg-curves.sparse": Grid("N", (3, 5, 10, 15), tuple(
-        (h, (lambda n, k=k: Row("", f"{k}_err_at_{n}", "{:.3g}"))) for h, k in (
-            ("sparse transformer", "sparse_transformer"), ("LASSO", "lasso"), ("least squares", "sparse_ols")))),
+    "garg-curves": Grid("N", (3, 5, 10, 15), _columns("{name}_err_at_{v}", "{:.3g}", (
+        ("transformer", "transformer"), ("least squares (min-norm)", "ols"), ("ridge λ = σ²", "ridge"),
+        ("averaging", "averaging"), ("3-NN", "knn")))),
+    "garg-curves.sparse": Grid("N", (3, 5, 10, 15), _columns("{name}_err_at_{v}", "{:.3g}", (
+        ("sparse transformer", "sparse_transformer"), ("LASSO", "lasso"), ("least squares", "sparse_ols")))),
     "garg-curves.summary": [Row("transformer / least squares at N = 2d = 10", "transformer_over_ols_at_10", "{:.3f}"),
                             Row("transformer below averaging at every N ≥ d/2 (1 = yes)", "transformer_below_averaging",
                                 "{:.0f}"),
@@ -161,12 +169,11 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
                           Row("gd_log2_slope", "gd_log2_slope", "{:.2f}"), Row("gd_log2_r2", "gd_log2_r2", "{:.2f}"),
                           Row("mean best similarity, Newton", "newton_sim_mean", "{:.3f}"),
                           Row("mean best similarity, GD", "gd_sim_mean", "{:.3f}")],
-    "raventos-diversity": Grid("M", (2, 8, 32, 128, 512, 2048, 8192, 32768), tuple(
-        (h, (lambda m, k=k: Row("", f"{k}_m{m}", "{:.3f}"))) for h, k in (
-            ("dist dMMSE (fresh)", "dist_dmmse"), ("dist ridge (fresh)", "dist_ridge"),
-            ("dist dMMSE (pool)", "dist_dmmse_pool"), ("dist ridge (pool)", "dist_ridge_pool"),
-            ("err model pool", "err_model_pool"), ("err model fresh", "err_model_fresh"),
-            ("err dMMSE fresh", "err_dmmse_fresh"), ("err ridge fresh", "err_ridge_fresh")))),
+    "raventos-diversity": Grid("M", (2, 8, 32, 128, 512, 2048, 8192, 32768), _columns("{name}_m{v}", "{:.3f}", (
+        ("dist dMMSE (fresh)", "dist_dmmse"), ("dist ridge (fresh)", "dist_ridge"),
+        ("dist dMMSE (pool)", "dist_dmmse_pool"), ("dist ridge (pool)", "dist_ridge_pool"),
+        ("err model pool", "err_model_pool"), ("err model fresh", "err_model_fresh"),
+        ("err dMMSE fresh", "err_dmmse_fresh"), ("err ridge fresh", "err_ridge_fresh")))),
     "raventos-diversity.summary": [Row("transition M* (closer to ridge than to dMMSE on fresh tasks)", "transition_m",
                                        "{:.1f}"),
                                    Row("log2 M*", "transition_log2m", "{:.2f}")],
@@ -185,14 +192,10 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
                                     Row("its loss", "rollout_best_loss", "{:.4f}"),
                                     Row("construction roll-out vs GD (relative, float64)", "construction_rollout_err",
                                         "{:.1e}")],
-    "vonoswald-ood": Grid("α", ("0.25", "0.5", "0.75", "1", "1.25", "1.5", "2", "2.5", "3"), tuple(
-        (h, (lambda a, k=k: Row("", f"{k}_loss_alpha{a}", "{:.3g}"))) for h, k in (
-            ("trained LSA, 1 layer", "lsa1"), ("1-step GD", "gd1"), ("trained LSA, 3 layers", "lsa3"),
-            ("3-step GD", "gd3"), ("3-step GD++", "gdpp3")))),
-    "vonoswald-ood.beta": Grid("β", ("0.25", "0.5", "1", "1.5", "2", "3", "4", "5"), tuple(
-        (h, (lambda b, k=k: Row("", f"{k}_loss_beta{b}", "{:.3g}"))) for h, k in (
-            ("trained LSA, 1 layer", "lsa1"), ("1-step GD", "gd1"), ("trained LSA, 3 layers", "lsa3"),
-            ("3-step GD", "gd3"), ("3-step GD++", "gdpp3")))),
+    "vonoswald-ood": Grid("α", ("0.25", "0.5", "0.75", "1", "1.25", "1.5", "2", "2.5", "3"),
+                          _columns("{name}_loss_alpha{v}", "{:.3g}", _OOD_LEARNERS)),
+    "vonoswald-ood.beta": Grid("β", ("0.25", "0.5", "1", "1.5", "2", "3", "4", "5"),
+                               _columns("{name}_loss_beta{v}", "{:.3g}", _OOD_LEARNERS)),
     "vonoswald-sine": [Row("MLP + LSA (½·MSE)", "mlp_lsa_loss", "{:.4f}"), Row("plain LSA on raw x", "lsa_loss",
                                                                               "{:.4f}"),
                        Row("MLP + LSA / plain LSA", "loss_ratio_mlp_lsa_lsa", "{:.3f}"),
@@ -209,10 +212,9 @@ TABLES: dict[str, list[Row] | Grid | PerRun] = {
                        Row("copy mass (y-token on its own x-token)", "copy_mass", "{:.3f}"),
                        Row("copy mass under uniform attention", "copy_mass_uniform", "{:.3f}"),
                        Row("hand-built construction vs GD (relative)", "construction_err", "{:.1e}")],
-    "garg-suite": Grid("N", (5, 10, 20, 30, 40), tuple(
-        (h, (lambda n, k=k: Row("", f"dense_{k}_err_at_{n}", "{:.3g}"))) for h, k in (
-            ("transformer (shipped d = 20 GPT)", "transformer"), ("least squares", "ols"), ("ridge", "ridge"),
-            ("averaging", "averaging"), ("3-NN", "knn")))),
+    "garg-suite": Grid("N", (5, 10, 20, 30, 40), _columns("dense_{name}_err_at_{v}", "{:.3g}", (
+        ("transformer (shipped d = 20 GPT)", "transformer"), ("least squares", "ols"), ("ridge", "ridge"),
+        ("averaging", "averaging"), ("3-NN", "knn")))),
     "garg-suite.shifts": Grid("shift", ("skewed", "half_subspace", "noisy", "orthant", "opposite_orthant",
                                         "orthogonal", "same_point", "scale_x_0p333", "scale_x_0p5", "scale_x_2",
                                         "scale_x_3", "scale_y_0p333", "scale_y_0p5", "scale_y_2", "scale_y_3"), tuple(
