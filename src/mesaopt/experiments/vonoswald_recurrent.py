@@ -162,14 +162,14 @@ def run(cfg: VonOswaldRecurrentConfig, ctx: RunContext) -> dict[str, float]:
     roll = _rollout(cfg, task, models[1], per_k[1]["gd_lr"], ev)
     _figures(ctx, cfg, per_k, roll)
     out = {f"{key}_k{k}": float(v) for k, r in per_k.items() for key, v in r.items()}
+    # a roll-out may overflow on a rare task after many applications: that is a result (NaN from there on, and
+    # the first such S as rollout_diverged_s; 0 = never), not a failed run
+    finite = [v if math.isfinite(v) else math.nan for v in roll["rollout"]]
+    roll["rollout"] = finite
     for name, key in (("rollout", "rollout_loss"), ("gd_damped", "gd_damped_loss"), ("gd_rollout", "gd_rollout_loss"),
                       ("gd_rollout_lr", "gd_rollout_lr")):
         out.update({f"{key}_s{s}": v for s, v in enumerate(roll[name], start=1)})
     out["construction_rollout_err"] = roll["construction_err"][0]
-    # a roll-out may overflow on a rare task after many applications: that is a result (NaN from there on, and
-    # the first such S as rollout_diverged_s; 0 = never), not a failed run
-    finite = [v if math.isfinite(v) else math.nan for v in roll["rollout"]]
-    out.update({f"rollout_loss_s{s}": v for s, v in enumerate(finite, start=1)})
     out["rollout_diverged_s"] = float(next((s for s, v in enumerate(finite, start=1) if math.isnan(v)), 0))
     best = int(np.nanargmin(finite))
     out["rollout_best_s"], out["rollout_best_loss"] = float(best + 1), finite[best]
