@@ -146,19 +146,20 @@ def render(name: str, root: str | Path = DEFAULT_RESULTS) -> str:
     if name not in TABLES:
         raise ConfigError(f"no report table for {name!r}; tables: {', '.join(sorted(TABLES))}")
     spec = TABLES[name]
-    runs = load_runs(name.split(".")[0], root)  # "NAME.part": another table of NAME's stored runs
-    name = name.split(".")[0]
+    experiment = name.split(".")[0]  # "NAME.part": another table of NAME's stored runs
+    runs = load_runs(experiment, root)
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None})
     head = "value" if len(runs) == 1 else f"mean ± 95 % interval over {len(runs)} runs (seeds {seeds})"
     if isinstance(spec, Grid):
-        return "\n".join(_render_grid(spec, runs, head.capitalize())) + "\n\n" + _source(runs, name) + "\n"
-    if isinstance(spec, PerRun):
-        return "\n".join(_render_per_run(spec, runs)) + "\n\n" + _source(runs, name) + "\n"
-    lines = [f"| quantity | {head} |", "|---|---|"]
-    for row in spec:
-        label = row.label.replace("|", "\\|")  # a literal | would end the markdown cell
-        lines.append(f"| {label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt, spread=row.spread)} |")
-    return "\n".join(lines) + "\n\n" + _source(runs, name) + "\n"
+        lines = _render_grid(spec, runs, head.capitalize())
+    elif isinstance(spec, PerRun):
+        lines = _render_per_run(spec, runs)
+    else:
+        lines = [f"| quantity | {head} |", "|---|---|"]
+        for row in spec:
+            label = row.label.replace("|", "\\|")  # a literal | would end the markdown cell
+            lines.append(f"| {label} | {_cell([row.value(r['metrics']) for r in runs], row.fmt, spread=row.spread)} |")
+    return "\n".join(lines) + "\n\n" + _source(runs, experiment) + "\n"
 
 
 def _pages(docs: str | Path) -> list[Path]:
